@@ -1,0 +1,158 @@
+"""The ``finetune`` command: a verb table that parses arguments, calls one function and prints.
+
+No logic lives here: each verb calls the Python function of the same job (``config.load_recipe``,
+``tiny.build_tiny_model``, ``data.prepare.prepare``, ``data.inspect.inspect_dataset``). A
+``FinetuneError`` (a user mistake) is printed on one line after ``error:`` and exits 2, with no
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from finetune import FinetuneError, __version__
+
+
+def _quiet() -> None:
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import datasets
+
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+
+
+def cmd_validate(args) -> int:
+    from finetune.config import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    print(f"{args.recipe}: ok (method {recipe.train.method}, {len(recipe.data.sources)} source(s), "
+          f"max_seq_length {recipe.data.max_seq_length})")
+    return 0
+
+
+def cmd_tiny_model(args) -> int:
+    from finetune.tiny import build_tiny_model
+
+    out = build_tiny_model(args.arch, args.tokenizer, args.out, layers=args.layers, hidden=args.hidden,
+                           template=args.chat_template, seed=args.seed)
+    info = json.loads((out / "tiny_model.json").read_text())
+    print(f"wrote {out}: {info['arch']}, {info['layers']} layers, hidden {info['hidden']}, vocab "
+          f"{info['vocab_size']}, {info['parameters']:,} parameters, chat template {info['template']}")
+    return 0
+
+
+def cmd_data_prepare(args) -> int:
+    from finetune.config import load_recipe, recipe_from_tree
+    from finetune.data.prepare import PrepareOptions, parse_source, prepare
+
+    if args.recipe:
+        if args.model or args.source:
+            raise FinetuneError("give a RECIPE or --model/--source, not both (override recipe keys as data.KEY=VALUE)")
+        recipe = load_recipe(args.recipe, args.overrides)
+        if args.out:
+            recipe.data.output_dir = args.out
+    else:
+        if not (args.model and args.source and args.out):
+            raise FinetuneError("without a RECIPE, --model, --source and --out are required")
+        # The flags build the same tree a recipe holds, so they pass the same checks.
+        sources = [dict(zip(("path", "format"), parse_source(s), strict=True)) for s in args.source]
+        recipe = recipe_from_tree({
+            "model": {"path": args.model, "chat_template": args.chat_template},
+            "data": {"sources": sources, "output_dir": args.out, "max_seq_length": args.max_seq_length,
+                     "validation_fraction": args.validation_fraction, "seed": args.seed,
+                     "max_reject_fraction": args.max_reject_fraction, "dedup": not args.no_dedup}}, "flags")
+    opts = PrepareOptions.from_recipe(recipe, progress=True)
+    stats = prepare(opts)
+    print(json.dumps({k: stats[k] for k in ("records_in", "records_ok", "records_rejected", "reject_reasons",
+                                            "records_split", "samples", "tokens_total", "tokens_trained")}, indent=2))
+    print(f"wrote {opts.out}/dataset, {opts.out}/stats.json, {opts.out}/rejects.jsonl")
+    return 0
+
+
+def cmd_data_inspect(args) -> int:
+    from finetune.data.inspect import inspect_dataset
+
+    inspect_dataset(args.dir, n=args.n, split=args.split, plain=True if args.plain else None)
+    return 0
+
+
+VERBS = [
+    ("validate", "check a recipe (every problem at once, exit 2 on any)"),
+    ("tiny-model", "write a tiny random Llama / Llama 4 MoE model with a real tokenizer"),
+    ("data prepare", "traces -> tokenized, loss-masked dataset, stats.json, rejects.jsonl"),
+    ("data inspect", "print prepared samples with trained tokens marked (mask audit)"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="finetune", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Fine-tune Llama-family code models on agent traces and code.",
+        epilog="verbs:\n" + "\n".join(f"  finetune {name:<14} {text}" for name, text in VERBS)
+        + "\n\n`finetune VERB --help` documents every flag of a verb.")
+    p.add_argument("--version", action="version", version=f"finetune {__version__}")
+    verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    v = verbs.add_parser("validate", help="check a recipe: exit 0, or print every problem and exit 2")
+    v.add_argument("recipe", help="recipe YAML file")
+    v.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. data.max_seq_length=4096")
+    v.set_defaults(func=cmd_validate)
+
+    t = verbs.add_parser("tiny-model", help="write a tiny random Llama / Llama 4 MoE with a real tokenizer")
+    t.add_argument("--arch", required=True, choices=["llama", "llama4"], help="dense Llama or Llama 4 text MoE")
+    t.add_argument("--tokenizer", required=True, help="tokenizer folder or vocabulary-only .gguf file")
+    t.add_argument("--out", required=True, help="output model folder")
+    t.add_argument("--layers", type=int, default=None, help="layers (default 2; 4 for llama4, its minimum)")
+    t.add_argument("--hidden", type=int, default=64, help="hidden size, a multiple of 32 (default 64)")
+    t.add_argument("--chat-template", choices=["llama3", "llama4", "hermes"], default=None,
+                   help="tool-calling template (default: llama4 for llama4, llama3 if the vocabulary has its "
+                        "header tokens, else hermes)")
+    t.add_argument("--seed", type=int, default=0, help="initialisation seed")
+    t.set_defaults(func=cmd_tiny_model)
+
+    d = verbs.add_parser("data", help="prepare and inspect training data")
+    dverbs = d.add_subparsers(dest="data_verb", metavar="DATA_VERB", required=True)
+    pr = dverbs.add_parser("prepare", help="traces -> tokenized, loss-masked dataset + stats + rejects")
+    pr.add_argument("recipe", nargs="?", help="recipe YAML (its model and data sections); or use the flags")
+    pr.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted recipe overrides")
+    pr.add_argument("--model", help="model folder: supplies the tokenizer and chat template")
+    pr.add_argument("--source", action="append", metavar="FILE[:FORMAT]",
+                    help="input file or datasets folder, repeatable; FORMAT: auto (default), openai, sharegpt, "
+                         "glaive, xlam, swe_agent")
+    pr.add_argument("--out", help="output folder (with a recipe: overrides data.output_dir)")
+    pr.add_argument("--chat-template", choices=["llama3", "llama4", "hermes"], help="use a named template")
+    pr.add_argument("--max-seq-length", type=int, default=2048, help="split longer traces at turns (default 2048)")
+    pr.add_argument("--validation-fraction", type=float, default=0.05, help="records held out (default 0.05)")
+    pr.add_argument("--max-reject-fraction", type=float, default=0.25,
+                    help="fail when more records than this are rejected (default 0.25)")
+    pr.add_argument("--seed", type=int, default=42, help="split seed (default 42)")
+    pr.add_argument("--no-dedup", action="store_true", help="keep exact duplicate traces")
+    pr.set_defaults(func=cmd_data_prepare)
+    ins = dverbs.add_parser("inspect", help="print samples with trained tokens highlighted (mask audit)")
+    ins.add_argument("dir", help="folder written by `finetune data prepare`")
+    ins.add_argument("--n", type=int, default=3, help="samples to show (default 3)")
+    ins.add_argument("--split", default="train", help="train or validation (default train)")
+    ins.add_argument("--plain", action="store_true", help="mark trained text with ⟦ ⟧ instead of colour")
+    ins.set_defaults(func=cmd_data_inspect)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet()
+    try:
+        return args.func(args)
+    except FinetuneError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

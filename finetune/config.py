@@ -1,0 +1,209 @@
+"""Recipe schema: typed, strict, every field documented.
+
+A recipe is a YAML file with three sections, read top to bottom: ``model`` (what to start from),
+``data`` (what to train on) and ``train`` (how). Unknown keys are errors that name the closest
+valid key, every problem is reported at once with its YAML path, and cross-field rules live next
+to the fields they join (``Train._check_method``). Dotted overrides from the command line
+(``data.max_seq_length=4096``) are applied to the YAML tree *before* validation, so they are
+checked by exactly the same rules.
+
+Example::
+
+    recipe = load_recipe("recipes/tiny/traces.yaml", ["data.max_seq_length=512"])
+    recipe.data.max_seq_length  # 512
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from finetune import FinetuneError
+
+TraceFormat = Literal["auto", "openai", "sharegpt", "glaive", "xlam", "swe_agent"]
+TemplateName = Literal["llama3", "llama4", "hermes"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Model(_Strict):
+    path: str = Field(description="Model folder (or hub id on a machine that can reach the hub).")
+    chat_template: TemplateName | None = Field(
+        default=None,
+        description="Render with one of the toolkit's named templates instead of the model's own.",
+    )
+
+
+class Source(_Strict):
+    path: str = Field(description="JSONL, JSON, Parquet file, or a folder saved by `datasets`.")
+    format: TraceFormat = Field(default="auto", description="Trace layout; `auto` detects per file.")
+
+
+class Data(_Strict):
+    sources: list[Source] = Field(min_length=1, description="Where the traces come from.")
+    max_seq_length: int = Field(
+        default=2048, ge=16, description="Longer traces are split at turn boundaries, never cut."
+    )
+    validation_fraction: float = Field(
+        default=0.05, ge=0.0, lt=1.0, description="Share of records (not pieces) held out."
+    )
+    seed: int = Field(default=42, description="Seed of the train/validation split.")
+    max_reject_fraction: float = Field(
+        default=0.25, ge=0.0, le=1.0,
+        description="Fail the run when more than this share of records is rejected.",
+    )
+    dedup: bool = Field(default=True, description="Drop exact duplicate traces (counted).")
+    output_dir: str = Field(default="runs/data", description="Where the prepared dataset goes.")
+
+
+class Lora(_Strict):
+    r: int = Field(default=16, ge=1, description="Adapter rank.")
+    alpha: int = Field(default=32, ge=1, description="Scaling numerator (alpha / r, or / sqrt(r)).")
+    dropout: float = Field(default=0.05, ge=0.0, lt=1.0, description="Dropout on adapter input.")
+    target_modules: Literal["all-linear"] | list[str] = Field(
+        default="all-linear", description="`all-linear` or explicit module names."
+    )
+    use_rslora: bool = Field(default=False, description="Scale by alpha / sqrt(r) (rsLoRA).")
+
+
+class Quantization(_Strict):
+    bits: Literal[4] = Field(default=4, description="Storage bits of the frozen base (QLoRA).")
+    quant_type: Literal["nf4", "fp4"] = Field(default="nf4", description="4-bit data type.")
+    double_quant: bool = Field(default=True, description="Quantize the quantization constants.")
+    compute_dtype: Literal["bfloat16", "float16", "float32"] = Field(
+        default="bfloat16", description="dtype the 4-bit weights are dequantized to for matmuls."
+    )
+
+
+class Train(_Strict):
+    method: Literal["lora", "qlora", "dora", "full"] = Field(
+        default="lora", description="What is trained: adapters (LoRA/QLoRA/DoRA) or all weights."
+    )
+    lora: Lora | None = Field(default=None, description="Adapter settings (not for `full`).")
+    quantization: Quantization | None = Field(
+        default=None, description="4-bit base for `qlora`; required there, refused elsewhere."
+    )
+    learning_rate: float = Field(default=2e-4, gt=0.0, description="Peak learning rate.")
+    num_epochs: float = Field(default=1.0, gt=0.0, description="Passes over the training split.")
+    per_device_batch_size: int = Field(default=1, ge=1, description="Sequences per device step.")
+    gradient_accumulation_steps: int = Field(default=8, ge=1, description="Steps per update.")
+    output_dir: str = Field(default="runs/train", description="Run folder.")
+
+    @model_validator(mode="after")
+    def _check_method(self) -> Train:
+        if self.method == "qlora" and self.quantization is None:
+            raise ValueError("method `qlora` needs a `quantization` block (bits: 4, quant_type: nf4)")
+        if self.method != "qlora" and self.quantization is not None:
+            raise ValueError(
+                f"a `quantization` block only applies to method `qlora`, not `{self.method}`: "
+                "set method: qlora or remove the block"
+            )
+        if self.method == "full" and self.lora is not None:
+            raise ValueError("method `full` trains every weight: remove the `lora` block")
+        if self.method != "full" and self.lora is None:
+            self.lora = Lora()
+        return self
+
+
+class Recipe(_Strict):
+    model: Model
+    data: Data
+    train: Train = Field(default_factory=Train)
+
+
+def _closest_key(model: type[BaseModel], loc: tuple[Any, ...], bad: str) -> str | None:
+    """The valid key of the model at ``loc`` closest to the unknown key ``bad``."""
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        ann = field.annotation
+        nested = [a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type)]
+        nested += [
+            b for a in getattr(ann, "__args__", ()) for b in getattr(a, "__args__", ())
+            if isinstance(b, type)
+        ]
+        models = [a for a in nested if issubclass(a, BaseModel)]
+        if not models:
+            return None
+        model = models[0]
+    match = difflib.get_close_matches(bad, list(model.model_fields), n=1, cutoff=0.5)
+    return match[0] if match else None
+
+
+def format_errors(err: ValidationError, schema: type[BaseModel] = Recipe) -> list[str]:
+    """One line per problem: the YAML path, what is wrong and, for unknown keys, the fix."""
+    lines = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        path = ".".join(str(p) for p in loc) or "<top>"
+        if e["type"] == "extra_forbidden":
+            hint = _closest_key(schema, loc[:-1], str(loc[-1]))
+            fix = f"; did you mean `{hint}`?" if hint else ""
+            lines.append(f"{path}: unknown key{fix}")
+        elif e["type"] == "missing":
+            lines.append(f"{path}: required key is missing")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(f"{path}: {msg}")
+    return lines
+
+
+def apply_override(tree: dict, override: str) -> None:
+    """Set ``a.b.0.c=value`` in a YAML tree; the value is parsed as YAML (``4096`` is an int)."""
+    if "=" not in override:
+        raise FinetuneError(f"override `{override}` is not KEY=VALUE (e.g. data.max_seq_length=4096)")
+    key, raw = override.split("=", 1)
+    parts = key.strip().split(".")
+    value = yaml.safe_load(raw) if raw.strip() else None
+    node: Any = tree
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise FinetuneError(f"override `{key}`: `{part}` is not an index of a {len(node)}-item list")
+            part = int(part)
+        elif not isinstance(node, dict):
+            raise FinetuneError(f"override `{key}`: `{'.'.join(parts[:i])}` is not a section")
+        if last:
+            node[part] = value
+        else:
+            if isinstance(node, dict) and not isinstance(node.get(part), (dict, list)):
+                node[part] = {}
+            node = node[part]
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read, override and validate a recipe; every problem is reported in one FinetuneError."""
+    path = Path(path)
+    if not path.is_file():
+        raise FinetuneError(f"recipe {path} does not exist")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise FinetuneError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(tree, dict):
+        raise FinetuneError(f"{path}: a recipe is a mapping with `model`, `data` and `train` sections")
+    for override in overrides:
+        apply_override(tree, override)
+    return recipe_from_tree(tree, str(path))
+
+
+def recipe_from_tree(tree: dict, where: str) -> Recipe:
+    """Validate a recipe tree (from YAML, or built from command-line flags)."""
+    try:
+        return Recipe.model_validate(tree)
+    except ValidationError as err:
+        problems = format_errors(err)
+        listing = "\n".join(f"  {p}" for p in problems)
+        raise FinetuneError(f"{where}: {len(problems)} problem(s):\n{listing}") from None

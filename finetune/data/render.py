@@ -1,0 +1,209 @@
+"""Rendering traces with a chat template, and token-level loss masks.
+
+The masks come from the template itself, not from knowledge of any one format: for assistant
+message *i* the trained characters run from the end of ``render(messages[:i],
+add_generation_prompt=True)`` (everything the model is *given*, header included) to the end of
+``render(messages[:i+1])`` (its content, its tool calls and the end-of-turn token that closes it,
+trailing whitespace aside). The whole text is tokenized once with offsets, and a token is trained
+when it starts inside a trained span, so what is trained is exactly what a model sees and
+produces at inference, with the real tokenizer, whatever its merges.
+
+This needs a *prefix-stable* template; one that is not (e.g. one that drops older reasoning) is
+caught per record and rejected with the reason instead of producing wrong masks.
+
+A trace longer than ``max_seq_length`` is split at turn boundaries: groups of [user turns,
+assistant turn, its tool results] are packed greedily into pieces; every piece keeps the system
+prompt and the tool schemas, and a piece that starts at an assistant turn also carries the last
+user turn before it as (untrained) context. A group that does not fit alone rejects the record.
+
+Example::
+
+    samples = Renderer(tokenizer).render(trace, max_seq_length=2048)
+    samples[0].input_ids, samples[0].labels
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from finetune import FinetuneError
+from finetune.data.formats import RecordError
+
+IGNORE = -100
+ROLES = ("system", "user", "assistant", "tool")
+
+
+@dataclass
+class Sample:
+    input_ids: list[int]
+    labels: list[int]
+    # tokens per role: {"assistant": [total, trained], ...}
+    role_tokens: dict[str, list[int]] = field(default_factory=dict)
+
+
+def to_hf(messages: list[dict]) -> list[dict]:
+    """Canonical messages in the shape Hugging Face chat templates read."""
+    out = []
+    for m in messages:
+        hm = {"role": m["role"], "content": m["content"]}
+        if m.get("tool_calls"):
+            hm["tool_calls"] = [{"id": c["id"], "type": "function",
+                                 "function": {"name": c["name"], "arguments": c["arguments"]}} for c in m["tool_calls"]]
+        if "tool_call_id" in m:
+            hm["tool_call_id"] = m["tool_call_id"]
+        out.append(hm)
+    return out
+
+
+_PROBE_TOOL = {"name": "probe_tool_7f3a", "description": "probe",
+               "parameters": {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}}
+_PROBE = [
+    {"role": "system", "content": "probe-system"},
+    {"role": "user", "content": "probe-user"},
+    {"role": "assistant", "content": "",
+     "tool_calls": [{"id": "call_0", "name": "probe_tool_7f3a", "arguments": {"q": "probe-arg"}}]},
+    {"role": "tool", "content": "probe-result", "tool_call_id": "call_0"},
+    {"role": "assistant", "content": "probe-answer"},
+]
+
+
+class Renderer:
+    """Renders canonical traces with ``tokenizer``'s chat template into masked samples."""
+
+    def __init__(self, tokenizer):
+        self.tok = tokenizer
+        if not getattr(tokenizer, "chat_template", None):
+            raise FinetuneError(
+                "the model's tokenizer has no chat template: pass --chat-template llama3|llama4|hermes "
+                "(recipe: model.chat_template)")
+        bos = tokenizer.bos_token
+        self._prepend_bos = bool(getattr(tokenizer, "add_bos_token", False) and bos)
+        self.renders_tools = False
+        try:
+            text = self._render(_PROBE, [_PROBE_TOOL], False)
+            self.spans(_PROBE, [_PROBE_TOOL], text)
+        except RecordError as exc:
+            raise FinetuneError(f"the chat template cannot be used for loss masks: {exc.detail}") from None
+        except Exception as exc:  # a template that raises on a plain tool conversation
+            raise FinetuneError(f"the chat template fails on a tool-calling conversation: {exc}") from None
+        if "probe-answer" not in text:
+            raise FinetuneError("the chat template does not render assistant content")
+        # Some templates silently drop tools; then traces with tools are rejected, never mangled.
+        self.renders_tools = all(s in text for s in ("probe_tool_7f3a", "probe-arg", "probe-result"))
+
+    def _render(self, messages: list[dict], tools: list[dict], gen: bool) -> str:
+        """Canonical messages rendered by the chat template."""
+        try:
+            return self.tok.apply_chat_template(
+                to_hf(messages), tools=[{"type": "function", "function": t} for t in tools] or None,
+                tokenize=False, add_generation_prompt=gen)
+        except Exception as exc:  # jinja raise_exception() from the model's own template
+            raise RecordError("template_error", f"chat template refused the trace: {exc}") from None
+
+    def spans(self, messages: list[dict], tools: list[dict], full: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """(end offset of each message in ``full``, trained character spans)."""
+        ends, trained = [], []
+        for i, m in enumerate(messages):
+            upto = full if i == len(messages) - 1 else self._render(messages[: i + 1], tools, False)
+            if not full.startswith(upto):
+                raise RecordError("template_not_prefix_stable", f"rendering changes earlier text at messages[{i}]")
+            if m["role"] == "assistant":
+                given = self._render(messages[:i], tools, True)
+                if not upto.startswith(given) or len(given) < (ends[-1] if ends else 0):
+                    raise RecordError("template_not_prefix_stable", f"generation prompt is not a prefix at messages[{i}]")
+                if m.get("train", True):
+                    trained.append((len(given), len(upto.rstrip())))
+            ends.append(len(upto))
+        return ends, trained
+
+    def tokenize(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        enc = self.tok(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids, offsets = list(enc["input_ids"]), list(enc["offset_mapping"])
+        if self._prepend_bos and not text.startswith(self.tok.bos_token):
+            ids, offsets = [self.tok.bos_token_id, *ids], [(0, 0), *offsets]
+        return ids, offsets
+
+    def _sample(self, canon: list[dict], tools: list[dict]) -> Sample:
+        full = self._render(canon, tools, False)
+        ends, trained = self.spans(canon, tools, full)
+        ids, offsets = self.tokenize(full)
+        labels = [IGNORE] * len(ids)
+        role_tokens = {r: [0, 0] for r in ROLES}
+        span_i, msg_i = 0, 0
+        for k, (start, _end) in enumerate(offsets):
+            while span_i < len(trained) and start >= trained[span_i][1]:
+                span_i += 1
+            is_trained = span_i < len(trained) and trained[span_i][0] <= start < trained[span_i][1]
+            if is_trained:
+                labels[k] = ids[k]
+            while msg_i < len(ends) - 1 and start >= ends[msg_i]:
+                msg_i += 1
+            role = canon[msg_i]["role"]
+            role_tokens[role][0] += 1
+            role_tokens[role][1] += labels[k] != IGNORE
+        return Sample(ids, labels, {r: v for r, v in role_tokens.items() if v[0]})
+
+    def length(self, canon: list[dict], tools: list[dict]) -> int:
+        return len(self.tokenize(self._render(canon, tools, False))[0])
+
+    def render(self, trace: dict, max_seq_length: int) -> list[Sample]:
+        """One sample per piece of ``trace``; raises ``RecordError`` when it cannot be used."""
+        messages, tools = trace["messages"], trace.get("tools") or []
+        if not self.renders_tools and (tools or any(m.get("tool_calls") or m["role"] == "tool" for m in messages)):
+            raise RecordError("template_drops_tools", "the chat template does not render tools or tool calls; "
+                                                      "use --chat-template llama3|llama4|hermes")
+        pieces = self._split(messages, tools, max_seq_length)
+        samples = [self._sample(p, tools) for p in pieces]
+        for s in samples:
+            assert len(s.input_ids) <= max_seq_length, "a piece outgrew its measured length"
+        return samples
+
+    def _split(self, messages: list[dict], tools: list[dict], limit: int) -> list[list[dict]]:
+        if self.length(messages, tools) <= limit:
+            return [messages]
+        head = messages[:1] if messages[0]["role"] == "system" else []
+        # Groups: [user turns..., assistant turn, tool results...]; trailing non-assistant turns
+        # join the last group, so a tool call never leaves its results behind.
+        groups: list[list[dict]] = []
+        pending: list[dict] = []
+        for m in messages[len(head):]:
+            if m["role"] == "assistant":
+                groups.append([*pending, m])
+                pending = []
+            elif m["role"] == "tool" and groups and not pending:
+                groups[-1].append(m)
+            else:
+                pending.append(m)
+        if pending:
+            groups[-1].extend(pending)
+        pieces: list[list[dict]] = []
+        current: list[dict] = []
+        for group in groups:
+            if current and self.length(_piece(head, current + group, messages), tools) > limit:
+                pieces.append(_piece(head, current, messages))
+                current = []
+            if not current:
+                alone = self.length(_piece(head, group, messages), tools)
+                if alone > limit:
+                    first = next(i for i, m in enumerate(messages) if m is group[0])
+                    raise RecordError("too_long", f"messages[{first}:{first + len(group)}] need {alone} tokens with "
+                                      f"the system prompt and tools, more than max_seq_length {limit}")
+            current += group
+        pieces.append(_piece(head, current, messages))
+        return pieces
+
+
+def _piece(head: list[dict], body: list[dict], messages: list[dict]) -> list[dict]:
+    """System head + body; a body that opens mid-task also gets the newest user turn before it."""
+    if body[0]["role"] != "user":
+        start = next(i for i, m in enumerate(messages) if m is body[0])
+        context = next((m for m in reversed(messages[:start]) if m["role"] == "user"), None)
+        if context is not None:
+            return [*head, context, *body]
+    return [*head, *body]
+
+
+def canonical_key(trace: dict) -> str:
+    """The exact-duplicate key: the trace as canonical JSON (ids of the source file left out)."""
+    return json.dumps({"m": trace["messages"], "t": trace.get("tools") or []}, sort_keys=True, ensure_ascii=False)

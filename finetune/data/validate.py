@@ -1,0 +1,243 @@
+"""Validation of canonical traces, and normalisation of the messy tool schemas found in the wild.
+
+What is unambiguous is normalised: ``"type": "dict"`` becomes ``object``, ``float`` becomes
+``number``, ``"str, optional"`` becomes an optional ``string``, ``List[int]`` an array, tool results
+given as objects become JSON text, missing call ids are numbered and a tool result with no id
+answers the single call still open. What is ambiguous is rejected with a ``RecordError`` whose
+reason code is counted in ``stats.json``: an unknown type name, a tool result when several calls
+are open, arguments that are not a JSON object, a call to a tool that is not declared, a missing
+required argument, an argument that is not declared or has the wrong type.
+
+Dotted function names (``weather.get``) are kept as they are: Llama and Hermes tool formats carry
+them verbatim, and renaming would teach the model a name that no runtime serves.
+
+Example::
+
+    trace = validate_trace(to_canonical(record, "openai"))
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from finetune.data.formats import RecordError, loads_lenient
+
+_TYPES = {
+    "string": "string", "str": "string", "text": "string", "char": "string",
+    "number": "number", "float": "number", "double": "number", "decimal": "number",
+    "integer": "integer", "int": "integer", "long": "integer",
+    "boolean": "boolean", "bool": "boolean",
+    "array": "array", "list": "array", "tuple": "array", "set": "array", "sequence": "array",
+    "object": "object", "dict": "object", "dictionary": "object", "map": "object", "mapping": "object",
+    "null": "null", "none": "null",
+}
+_ANY = {"any", "typing.any", "object?"}
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-:/]{0,127}$")
+
+
+def _norm_type(raw: str, where: str) -> tuple[str | list[str] | None, bool]:
+    """(JSON-schema type or None for "any", optional?) of a type name like ``List[int], optional``."""
+    text = raw.strip()
+    optional = False
+    low = text.lower()
+    if low.endswith(", optional") or low.endswith(" optional"):
+        optional, text = True, text[: low.rfind("optional")].rstrip(" ,")
+    m = re.fullmatch(r"(?i)optional\[(.*)\]", text)
+    if m:  # typing's Optional[X] is X or None
+        optional, text = True, f"Union[{m.group(1)}, None]"
+    m = re.fullmatch(r"(?i)union\[(.*)\]", text)
+    parts = [p.strip() for p in re.split(r",(?![^\[]*\])", m.group(1))] if m else (
+        [p.strip() for p in re.split(r"\s+or\s+|\|", text)] if re.search(r"\s+or\s+|\|", text) else [text])
+    out: list[str] = []
+    for part in parts:
+        base = re.sub(r"\[.*\]$", "", part).strip().lower()  # List[int] -> list
+        if base in _ANY:
+            return None, optional
+        if base not in _TYPES:
+            raise RecordError("bad_tool_schema", f"{where}: unknown type {raw!r}")
+        if _TYPES[base] not in out:
+            out.append(_TYPES[base])
+    if "null" in out and len(out) > 1:
+        optional = True
+    return (out[0] if len(out) == 1 else out), optional
+
+
+def _norm_schema(schema: Any, where: str) -> dict:
+    """Normalise one JSON-schema node (and its properties / items) in a copy."""
+    if not isinstance(schema, dict):
+        raise RecordError("bad_tool_schema", f"{where}: schema is not an object")
+    out = dict(schema)
+    t = out.get("type")
+    if isinstance(t, str):
+        norm, optional = _norm_type(t, where)
+        if norm is None:
+            out.pop("type")
+        else:
+            out["type"] = norm
+        if optional:
+            out["_optional"] = True
+    elif isinstance(t, list):
+        types = [_norm_type(x, where)[0] for x in t if isinstance(x, str)]
+        out["type"] = [x for x in types if isinstance(x, str)]
+    if isinstance(out.get("properties"), dict):
+        out["properties"] = {k: _norm_schema(v, f"{where}.{k}") for k, v in out["properties"].items()}
+    if isinstance(out.get("items"), dict):
+        out["items"] = _norm_schema(out["items"], f"{where}[]")
+    return out
+
+
+def normalise_tool(tool: dict, where: str) -> dict:
+    """A tool as ``{name, description, parameters}`` with a normalised object schema."""
+    name = tool.get("name")
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise RecordError("bad_tool_schema", f"{where}: tool name {name!r} is not a function name")
+    params = tool.get("parameters", tool.get("arguments"))
+    if params is None:
+        params = {"type": "object", "properties": {}}
+    if isinstance(params, str):
+        params = loads_lenient(params)
+    if not isinstance(params, dict):
+        raise RecordError("bad_tool_schema", f"{where}: parameters of {name!r} are not an object")
+    if "properties" not in params and params.get("type") not in ("object", "dict"):
+        # xLAM's flat layout: {"arg": {"type": "str", "description": ..., "default": ...}}
+        params = {"type": "object", "properties": params}
+    params = _norm_schema({**params, "type": "object"}, f"{where}.{name}")
+    props = params.get("properties") or {}
+    required = params.get("required")
+    if required is None:
+        required = [k for k, v in props.items() if not v.get("_optional") and "default" not in v]
+    elif not isinstance(required, list) or not all(isinstance(r, str) for r in required):
+        raise RecordError("bad_tool_schema", f"{where}: `required` of {name!r} is not a list of names")
+    for v in props.values():
+        v.pop("_optional", None)
+    params.pop("_optional", None)
+    params["required"] = [r for r in required if r in props] if props else required
+    desc = tool.get("description") or ""
+    return {"name": name, "description": desc if isinstance(desc, str) else json.dumps(desc), "parameters": params}
+
+
+_PY_TYPES = {"string": str, "integer": int, "number": (int, float), "boolean": bool,
+             "array": list, "object": dict, "null": type(None)}
+
+
+def _type_ok(value: Any, t: str | list[str] | None) -> bool:
+    if t is None:
+        return True
+    types = t if isinstance(t, list) else [t]
+    for name in types:
+        py = _PY_TYPES.get(name)
+        if py is None:
+            return True
+        if isinstance(value, bool) and name in ("integer", "number"):
+            continue  # JSON true is not a number
+        if isinstance(value, py):
+            return True
+    return False
+
+
+def _check_call(call: dict, tools: dict[str, dict], where: str) -> dict:
+    name = call.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise RecordError("malformed_tool_call", f"{where}: tool call without a name")
+    args = call.get("arguments")
+    if args is None or args == "":
+        args = {}
+    if isinstance(args, str):
+        try:
+            args = json.loads(args)
+        except json.JSONDecodeError as exc:
+            raise RecordError("malformed_json", f"{where}: arguments of {name!r} are not JSON ({exc.msg})") from None
+    if not isinstance(args, dict):
+        raise RecordError("arguments_not_object", f"{where}: arguments of {name!r} are a {type(args).__name__}, not an object")
+    if tools:
+        tool = tools.get(name)
+        if tool is None:
+            raise RecordError("unknown_tool", f"{where}: call to {name!r}, which is not among the tools")
+        params = tool["parameters"]
+        props = params.get("properties") or {}
+        for req in params.get("required", []):
+            if req not in args:
+                raise RecordError("missing_required_argument", f"{where}: {name!r} needs argument {req!r}")
+        for key, value in args.items():
+            if props and key not in props and params.get("additionalProperties") is not True:
+                raise RecordError("unknown_argument", f"{where}: {name!r} has no argument {key!r}")
+            if key in props and not _type_ok(value, props[key].get("type")):
+                raise RecordError("wrong_argument_type", f"{where}: {name}.{key} should be {props[key].get('type')}, got {type(value).__name__}")
+    return {"id": call.get("id"), "name": name, "arguments": args}
+
+
+def validate_trace(trace: dict) -> dict:
+    """Check and normalise a canonical trace; return the clean copy or raise ``RecordError``."""
+    tools_in = trace.get("tools") or []
+    tools: dict[str, dict] = {}
+    for i, t in enumerate(tools_in):
+        tool = normalise_tool(t, f"tools[{i}]")
+        if tool["name"] in tools:
+            raise RecordError("bad_tool_schema", f"tools[{i}]: tool {tool['name']!r} declared twice")
+        tools[tool["name"]] = tool
+    out: list[dict] = []
+    open_calls: list[str] = []  # ids of calls still waiting for their result, in order
+    n_call = 0
+    for i, m in enumerate(trace.get("messages") or []):
+        where = f"messages[{i}]"
+        role, prev = m["role"], (out[-1]["role"] if out else None)
+        msg: dict[str, Any] = {"role": role, "content": m.get("content") or ""}
+        if "train" in m:
+            msg["train"] = m["train"]
+        if role == "system":
+            if out:
+                raise RecordError("bad_role_order", f"{where}: system message after the start")
+        elif role == "user":
+            if open_calls:
+                raise RecordError("bad_role_order", f"{where}: user turn while tool call(s) {open_calls} have no result")
+        elif role == "assistant":
+            if prev in (None, "system"):
+                raise RecordError("bad_role_order", f"{where}: the conversation starts with the assistant")
+            if prev == "assistant":
+                raise RecordError("bad_role_order", f"{where}: two assistant turns in a row")
+            if open_calls:
+                raise RecordError("bad_role_order", f"{where}: assistant turn while tool call(s) {open_calls} have no result")
+            calls = []
+            for j, c in enumerate(m.get("tool_calls") or []):
+                call = _check_call(c, tools, f"{where}.tool_calls[{j}]")
+                if not call["id"]:
+                    call["id"] = f"call_{n_call}"
+                call["id"] = str(call["id"])
+                n_call += 1
+                calls.append(call)
+            if len({c["id"] for c in calls}) != len(calls):
+                raise RecordError("malformed_tool_call", f"{where}: two tool calls share one id")
+            if not msg["content"].strip() and not calls:
+                raise RecordError("empty_assistant_turn", f"{where}: assistant turn with no content and no tool call")
+            if calls:
+                msg["tool_calls"] = calls
+                open_calls = [c["id"] for c in calls]
+        elif role == "tool":
+            if not open_calls:
+                raise RecordError("orphan_tool_result", f"{where}: tool result with no open tool call")
+            cid = m.get("tool_call_id")
+            if cid is None:
+                if len(open_calls) > 1 and m.get("name") is None:
+                    raise RecordError("orphan_tool_result", f"{where}: tool result without tool_call_id while {len(open_calls)} calls are open")
+                cid = open_calls[0]
+                if m.get("name") is not None:  # match by tool name when several are open
+                    named = [c["id"] for c in out_calls(out) if c["id"] in open_calls and c["name"] == m["name"]]
+                    cid = named[0] if named else cid
+            if cid not in open_calls:
+                raise RecordError("orphan_tool_result", f"{where}: tool_call_id {cid!r} answers no open call")
+            open_calls.remove(cid)
+            msg["tool_call_id"] = cid
+        out.append(msg)
+    if not any(m["role"] == "assistant" for m in out):
+        raise RecordError("no_assistant_turn", "the trace has no assistant turn to learn from")
+    clean = {"messages": out, "tools": list(tools.values())}
+    if "id" in trace:
+        clean["id"] = trace["id"]
+    return clean
+
+
+def out_calls(messages: list[dict]) -> list[dict]:
+    """Every tool call made so far, newest last."""
+    return [c for m in messages for c in m.get("tool_calls", [])]
