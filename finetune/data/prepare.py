@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,15 +78,35 @@ def load_model_tokenizer(model: str, chat_template: str | None):
     return tok
 
 
+_LINE_ENDS = {ord(c): f"\\u{ord(c):04x}" for c in "\x85\u2028\u2029"}  # json.dumps escapes the rest
+
+
+def _detect(record) -> str:
+    fmt = detect_format(record)
+    if fmt is None:
+        keys = sorted(record) if isinstance(record, dict) else type(record).__name__
+        raise RecordError("unknown_layout", f"no known layout fits keys {keys}; layouts: "
+                          + ", ".join(f"{k} ({v})" for k, v in LAYOUT_KEYS.items()))
+    return fmt
+
+
 class _Rejects:
     def __init__(self, path: Path):
         self.fh = path.open("w", encoding="utf-8")
         self.reasons: Counter[str] = Counter()
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.fh.close()
+
     def add(self, raw, reason: str, detail: str, record_id: str | None = None) -> None:
         self.reasons[reason] += 1
-        self.fh.write(json.dumps({"source": raw.source, "line": raw.line, "id": record_id, "reason": reason,
-                                  "detail": detail, "record": raw.record}, ensure_ascii=False, default=str) + "\n")
+        line = json.dumps({"source": raw.source, "line": raw.line, "id": record_id, "reason": reason,
+                           "detail": detail, "record": raw.record}, ensure_ascii=False, default=str)
+        # Characters that str.splitlines() treats as line ends stay escaped: one reject, one line.
+        self.fh.write(line.translate(_LINE_ENDS) + "\n")
 
 
 def _arrow_split(samples: list[tuple[str, str, int, Sample]]):
@@ -114,6 +135,9 @@ def prepare(opts: PrepareOptions) -> dict:
     from datasets import DatasetDict
     from tqdm import tqdm
 
+    missing = [p for p, _ in opts.sources if not Path(p).exists()]
+    if missing:  # every missing input at once, before any slow loading
+        raise FinetuneError(f"source {', '.join(missing)} does not exist")
     tok = load_model_tokenizer(opts.model, opts.chat_template)
     renderer = Renderer(tok)
     out = Path(opts.out)
@@ -122,48 +146,36 @@ def prepare(opts: PrepareOptions) -> dict:
     for stale in ("dataset", "tokenizer"):
         shutil.rmtree(out / stale, ignore_errors=True)
     rejects = _Rejects(out / "rejects.jsonl")
-    seen: dict[str, str] = {}
+    seen: dict[str, str] = {}  # canonical trace -> where it was first seen
     kept: list[tuple[str, str, list[Sample]]] = []  # (source, record id, pieces)
     per_source: dict[str, Counter] = {}
-    formats: dict[str, str] = {p: f for p, f in opts.sources if f != "auto"}
+    formats: dict[str, str | None] = {p: (None if f == "auto" else f) for p, f in opts.sources}
     n_in = 0
-    bar = tqdm(desc="prepare", unit="rec", disable=not opts.progress)
-    for path, fmt in opts.sources:
-        counts = per_source.setdefault(path, Counter())
-        file_fmt = None if fmt == "auto" else fmt
-        for raw in read_records(path):
-            n_in += 1
-            counts["in"] += 1
-            bar.update()
-            rid = raw.record.get("id") if isinstance(raw.record, dict) else None
-            rid = str(rid) if rid is not None else f"{Path(raw.source).name}:{raw.line}"
-            if raw.error:
-                rejects.add(raw, "invalid_json", raw.error, rid)
-                counts["rejected"] += 1
-                continue
-            try:
-                if file_fmt is None:
-                    file_fmt = detect_format(raw.record)
-                    if file_fmt is None:
-                        keys = sorted(raw.record) if isinstance(raw.record, dict) else type(raw.record).__name__
-                        raise RecordError("unknown_layout", f"no known layout fits keys {keys}; layouts: "
-                                          + ", ".join(f"{k} ({v})" for k, v in LAYOUT_KEYS.items()))
-                    formats[path] = file_fmt
-                trace = validate_trace(to_canonical(raw.record, file_fmt))
-                key = canonical_key(trace)
-                if opts.dedup and key in seen:
-                    raise RecordError("duplicate", f"exact duplicate of {seen[key]}")
-                pieces = renderer.render(trace, opts.max_seq_length)
-            except RecordError as exc:
-                rejects.add(raw, exc.reason, exc.detail, rid)
-                counts["rejected"] += 1
-                continue
-            if opts.dedup:
+    with rejects, tqdm(desc="prepare", unit="rec", disable=not opts.progress or not sys.stderr.isatty()) as bar:
+        for path, _ in opts.sources:
+            counts = per_source.setdefault(path, Counter())
+            for raw in read_records(path):
+                n_in += 1
+                counts["in"] += 1
+                bar.update()
+                rid = raw.record.get("id") if isinstance(raw.record, dict) else None
+                rid = str(rid) if rid is not None else f"{Path(raw.source).name}:{raw.line}"
+                try:
+                    if raw.error:
+                        raise RecordError("invalid_json", raw.error)
+                    formats[path] = formats[path] or _detect(raw.record)
+                    trace = validate_trace(to_canonical(raw.record, formats[path]))
+                    key = canonical_key(trace)
+                    if opts.dedup and key in seen:
+                        raise RecordError("duplicate", f"exact duplicate of {seen[key]}")
+                    pieces = renderer.render(trace, opts.max_seq_length)
+                except RecordError as exc:
+                    rejects.add(raw, exc.reason, exc.detail, rid)
+                    counts["rejected"] += 1
+                    continue
                 seen[key] = f"{raw.source}:{raw.line}"
-            counts["ok"] += 1
-            kept.append((path, rid, [_compact(p) for p in pieces]))
-    bar.close()
-    rejects.fh.close()
+                counts["ok"] += 1
+                kept.append((path, rid, [_compact(p) for p in pieces]))
 
     n_rej = sum(rejects.reasons.values())
     assert len(kept) + n_rej == n_in, "every record is kept or rejected"

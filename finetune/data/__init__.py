@@ -1,0 +1,1 @@
+"""Trace formats, validation, rendering with loss masks, and the prepare / inspect verbs."""

@@ -1,0 +1,37 @@
+"""Tool calls rendered by each named template parse back to the same calls."""
+
+from __future__ import annotations
+
+import pytest
+
+from finetune.data.render import Renderer
+from finetune.data.templates import TEMPLATES
+from finetune.data.validate import validate_trace
+
+CALLS = [
+    {"name": "read_file", "arguments": {"path": "src/a.py", "lines": [1, 20], "opts": {"raw": True, "enc": None}}},
+    {"name": "ns.search", "arguments": {"q": "quote \" and \\ and\nnewline, ünïcode"}},
+]
+
+
+@pytest.mark.parametrize("template,model", [("llama3", "bpe-llama3"), ("llama4", "bpe-llama4"), ("hermes", "spm-hermes")])
+@pytest.mark.parametrize("content", ["", "I will read two files."])
+def test_rendered_calls_parse_back(template, model, content, tokenizers):
+    tok = tokenizers[model]
+    assert tok.chat_template == TEMPLATES[template].jinja
+    trace = validate_trace({"messages": [
+        {"role": "user", "content": "go"},
+        {"role": "assistant", "content": content, "tool_calls": [dict(c, id=f"c{i}") for i, c in enumerate(CALLS)]},
+    ]})
+    renderer = Renderer(tok)
+    full = renderer._render(trace["messages"], [], False)
+    _, [(start, end)] = renderer.spans(trace["messages"], [], full)
+    region = full[start:end].removesuffix(TEMPLATES[template].end_of_turn)
+    parsed_content, parsed_calls = TEMPLATES[template].parse(region)
+    assert parsed_calls == CALLS
+    assert parsed_content == content
+
+
+def test_plain_answers_have_no_calls():
+    for spec in TEMPLATES.values():
+        assert spec.parse("Just text.\nOn two lines.") == ("Just text.\nOn two lines.", [])

@@ -1,0 +1,90 @@
+"""Recipes: strict schema, every problem at once with its YAML path, overrides, cross-field rules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from finetune import FinetuneError
+from finetune.config import load_recipe
+from tests.conftest import REPO
+
+RECIPES = sorted((REPO / "recipes").rglob("*.yaml"))
+
+
+def test_there_are_recipes():
+    assert {p.parent.name for p in RECIPES} >= {"tiny", "code-llama-4"}
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_shipped_recipe_validates(path):
+    recipe = load_recipe(path)
+    assert recipe.data.sources and recipe.model.path
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "r.yaml"
+    p.write_text(text)
+    return p
+
+
+GOOD = """
+model: {path: m}
+data:
+  sources: [{path: a.jsonl}]
+"""
+
+
+def test_all_problems_at_once_with_paths_and_suggestions(tmp_path):
+    bad = _write(tmp_path, """
+model: {path: m, chat_templete: llama3}
+data:
+  sources: [{path: a.jsonl, fromat: openai}]
+  max_seq_lenght: 10
+  validation_fraction: 2
+train: {method: qlora, lerning_rate: 0.1}
+""")
+    with pytest.raises(FinetuneError) as err:
+        load_recipe(bad)
+    msg = str(err.value)
+    # Cross-field rules (qlora without quantization) run once the fields themselves are valid.
+    assert "5 problem(s)" in msg
+    for line in ("model.chat_templete: unknown key; did you mean `chat_template`?",
+                 "data.sources.0.fromat: unknown key; did you mean `format`?",
+                 "data.max_seq_lenght: unknown key; did you mean `max_seq_length`?",
+                 "data.validation_fraction: Input should be less than 1",
+                 "train.lerning_rate: unknown key; did you mean `learning_rate`?"):
+        assert line in msg
+
+
+def test_cross_field_rules(tmp_path):
+    with pytest.raises(FinetuneError, match="`qlora` needs a `quantization` block"):
+        load_recipe(_write(tmp_path, GOOD + "train: {method: qlora}\n"))
+    with pytest.raises(FinetuneError, match="only applies to method `qlora`"):
+        load_recipe(_write(tmp_path, GOOD + "train: {method: lora, quantization: {bits: 4}}\n"))
+    with pytest.raises(FinetuneError, match="remove the `lora` block"):
+        load_recipe(_write(tmp_path, GOOD + "train: {method: full, lora: {r: 8}}\n"))
+    r = load_recipe(_write(tmp_path, GOOD + "train: {method: qlora, quantization: {}}\n"))
+    assert r.train.quantization.quant_type == "nf4" and r.train.lora.r == 16
+
+
+def test_overrides_go_through_the_same_validation(tmp_path):
+    path = _write(tmp_path, GOOD)
+    r = load_recipe(path, ["data.max_seq_length=4096", "data.sources.0.format=xlam", "train.method=dora"])
+    assert (r.data.max_seq_length, r.data.sources[0].format, r.train.method) == (4096, "xlam", "dora")
+    with pytest.raises(FinetuneError, match="data.max_seq_length: Input should be greater than or equal to 16"):
+        load_recipe(path, ["data.max_seq_length=8"])
+    with pytest.raises(FinetuneError, match="did you mean `max_seq_length`"):
+        load_recipe(path, ["data.max_seq_len=4096"])
+    with pytest.raises(FinetuneError, match="not KEY=VALUE"):
+        load_recipe(path, ["data.max_seq_length"])
+    with pytest.raises(FinetuneError, match="not an index"):
+        load_recipe(path, ["data.sources.3.path=x"])
+
+
+def test_yaml_errors_name_the_line(tmp_path):
+    with pytest.raises(FinetuneError, match=r"r.yaml:3: not valid YAML"):
+        load_recipe(_write(tmp_path, "model:\n  path: m\n\tdata: x\n"))
+    with pytest.raises(FinetuneError, match="does not exist"):
+        load_recipe(tmp_path / "missing.yaml")
