@@ -88,3 +88,19 @@ def test_yaml_errors_name_the_line(tmp_path):
         load_recipe(_write(tmp_path, "model:\n  path: m\n\tdata: x\n"))
     with pytest.raises(FinetuneError, match="does not exist"):
         load_recipe(tmp_path / "missing.yaml")
+
+
+def test_readme_documents_every_recipe_key():
+    from pydantic import BaseModel
+
+    from finetune.config import Recipe
+
+    readme = (REPO / "README.md").read_text()
+    for section, field in Recipe.model_fields.items():
+        block = field.annotation if isinstance(field.annotation, type) else None
+        for name, sub in block.model_fields.items():
+            assert f"`{section}.{name}`" in readme, f"README recipe reference lacks {section}.{name}"
+            nested = [a for a in getattr(sub.annotation, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)]
+            for model in nested:
+                for key in model.model_fields:
+                    assert f"`{key}`" in readme, f"README recipe reference lacks {section}.{name}.{key}"

@@ -79,7 +79,6 @@ class Renderer:
                 "(recipe: model.chat_template)")
         bos = tokenizer.bos_token
         self._prepend_bos = bool(getattr(tokenizer, "add_bos_token", False) and bos)
-        self.renders_tools = False
         try:
             text = self._render(_PROBE, [_PROBE_TOOL], False)
             self.spans(_PROBE, [_PROBE_TOOL], text)
@@ -153,15 +152,14 @@ class Renderer:
         if not self.renders_tools and (tools or any(m.get("tool_calls") or m["role"] == "tool" for m in messages)):
             raise RecordError("template_drops_tools", "the chat template does not render tools or tool calls; "
                                                       "use --chat-template llama3|llama4|hermes")
-        pieces = self._split(messages, tools, max_seq_length)
-        samples = [self._sample(p, tools) for p in pieces]
-        for s in samples:
-            assert len(s.input_ids) <= max_seq_length, "a piece outgrew its measured length"
+        whole = self._sample(messages, tools)
+        if len(whole.input_ids) <= max_seq_length:
+            return [whole]
+        samples = [self._sample(p, tools) for p in self._split(messages, tools, max_seq_length)]
+        assert all(len(s.input_ids) <= max_seq_length for s in samples), "a piece outgrew its measured length"
         return samples
 
     def _split(self, messages: list[dict], tools: list[dict], limit: int) -> list[list[dict]]:
-        if self.length(messages, tools) <= limit:
-            return [messages]
         head = messages[:1] if messages[0]["role"] == "system" else []
         # Groups: [user turns..., assistant turn, tool results...]; trailing non-assistant turns
         # join the last group, so a tool call never leaves its results behind.
