@@ -116,8 +116,11 @@ def _arrow_split(samples: list[tuple[str, str, int, Sample]]):
 
     ids = [s.input_ids for *_, s in samples]
     labels = [s.labels for *_, s in samples]
+    lengths = [len(x) for x in ids]
+    if sum(lengths) >= 2**31:  # Arrow list offsets are int32
+        raise FinetuneError(f"{sum(lengths):,} tokens in one split exceed 2^31; prepare the sources in parts")
     offsets = np.zeros(len(samples) + 1, dtype=np.int32)
-    np.cumsum([len(x) for x in ids], out=offsets[1:])
+    np.cumsum(lengths, out=offsets[1:])
 
     def col(parts):
         flat = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)

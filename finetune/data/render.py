@@ -24,6 +24,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 
@@ -203,5 +204,6 @@ def _piece(head: list[dict], body: list[dict], messages: list[dict]) -> list[dic
 
 
 def canonical_key(trace: dict) -> str:
-    """The exact-duplicate key: the trace as canonical JSON (ids of the source file left out)."""
-    return json.dumps({"m": trace["messages"], "t": trace.get("tools") or []}, sort_keys=True, ensure_ascii=False)
+    """The exact-duplicate key: a hash of the trace as canonical JSON (the record's own id left out)."""
+    text = json.dumps({"m": trace["messages"], "t": trace.get("tools") or []}, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
