@@ -20,9 +20,16 @@ def _quiet() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import datasets
+    import torch
+    import transformers
+
+    if not torch.cuda.is_available():  # else DeepSpeed, imported by transformers, warns about its guess
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+
 
 
 def cmd_validate(args) -> int:
