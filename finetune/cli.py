@@ -17,6 +17,9 @@ from finetune import FinetuneError, __version__
 
 
 def _quiet() -> None:
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation notes, not user news
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import datasets
@@ -80,6 +83,20 @@ def cmd_data_prepare(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from finetune.config import load_recipe
+    from finetune.train.run import train
+
+    run = train(load_recipe(args.recipe, args.overrides), resume=args.resume, show_progress=not args.no_progress)
+    if (run / "run.json").exists():  # written by the main process
+        info = json.loads((run / "run.json").read_text())
+        v = info["verification"]
+        check = f", reload verified (loss {v['reloaded_loss']:.4f} = {v['trained_loss']:.4f})" if v else ""
+        print(f"trained {info['global_step']} steps, train loss {info['train_loss']:.4f}{check}; "
+              f"run folder {run} ({info['output']}, metrics.jsonl, loss.png, run.json)")
+    return 0
+
+
 def cmd_data_inspect(args) -> int:
     from finetune.data.inspect import inspect_dataset
 
@@ -92,6 +109,7 @@ VERBS = [
     ("tiny-model", "write a tiny random Llama / Llama 4 MoE model with a real tokenizer"),
     ("data prepare", "traces -> tokenized, loss-masked dataset, stats.json, rejects.jsonl"),
     ("data inspect", "print prepared samples with trained tokens marked (mask audit)"),
+    ("train", "LoRA / QLoRA / DoRA / full fine-tuning (accelerate launch -m finetune train for many GPUs)"),
 ]
 
 
@@ -145,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--split", default="train", help="train or validation (default train)")
     ins.add_argument("--plain", action="store_true", help="mark trained text with ⟦ ⟧ instead of colour")
     ins.set_defaults(func=cmd_data_inspect)
+    tr = verbs.add_parser("train", help="fine-tune per a recipe: adapter or full model, verified after saving")
+    tr.add_argument("recipe", help="recipe YAML")
+    tr.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.max_steps=10")
+    tr.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
+    tr.add_argument("--no-progress", action="store_true", help="no progress bar (metrics.jsonl still written)")
+    tr.set_defaults(func=cmd_train)
     return p
 
 

@@ -81,7 +81,19 @@ class Quantization(_Strict):
     )
 
 
+class PreparedSet(_Strict):
+    path: str = Field(description="Folder written by `finetune data prepare`.")
+    weight: float = Field(
+        default=1.0, gt=0.0,
+        description="Sampling multiplier: 0.5 keeps half the set's samples, 2.0 repeats it twice (seeded).",
+    )
+
+
 class Train(_Strict):
+    datasets: list[PreparedSet] | None = Field(
+        default=None,
+        description="Prepared sets (a weighted mixture); none: the `data` section is prepared on the fly.",
+    )
     method: Literal["lora", "qlora", "dora", "full"] = Field(
         default="lora", description="What is trained: adapters (LoRA/QLoRA/DoRA) or all weights."
     )
@@ -93,6 +105,35 @@ class Train(_Strict):
     num_epochs: float = Field(default=1.0, gt=0.0, description="Passes over the training split.")
     per_device_batch_size: int = Field(default=1, ge=1, description="Sequences per device step.")
     gradient_accumulation_steps: int = Field(default=8, ge=1, description="Steps per update.")
+    max_steps: int = Field(default=-1, ge=-1, description="Stop after this many updates (-1: epochs decide).")
+    warmup_ratio: float = Field(default=0.03, ge=0.0, lt=1.0, description="Share of updates spent warming up.")
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
+        default="cosine", description="Learning-rate schedule after warm-up."
+    )
+    weight_decay: float = Field(default=0.0, ge=0.0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(default=1.0, ge=0.0, description="Gradient clipping (0: off).")
+    packing: bool = Field(
+        default=True,
+        description="Best-fit packing of samples into rows of max_seq_length, position ids restarting per "
+                    "sample so no token attends across samples.",
+    )
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        default="auto", description="Training precision; auto: bf16 where the GPU supports it, else fp32."
+    )
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "flash_attention_3"] = Field(
+        default="sdpa", description="Attention kernel; packing is exact with every one of them."
+    )
+    gradient_checkpointing: bool = Field(default=False, description="Recompute activations to save memory.")
+    logging_steps: int = Field(default=1, ge=1, description="Log (metrics.jsonl, progress) every N updates.")
+    eval_steps: int | None = Field(default=None, ge=1, description="Evaluate every N updates (none: per epoch).")
+    save_steps: int | None = Field(default=None, ge=1, description="Checkpoint every N updates (none: per epoch).")
+    save_total_limit: int | None = Field(default=2, ge=1, description="Checkpoints kept (oldest deleted).")
+    verify_samples: int = Field(
+        default=4, ge=0,
+        description="Validation samples on which the reloaded adapter's loss must match the trained model's "
+                    "(0: skip; it loads the base model a second time).",
+    )
+    seed: int = Field(default=42, description="Seed of initialisation, data order and dropout.")
     output_dir: str = Field(default="runs/train", description="Run folder.")
 
     @model_validator(mode="after")

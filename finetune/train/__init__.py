@@ -1,0 +1,1 @@
+"""Supervised fine-tuning (LoRA / QLoRA / DoRA / full) on TRL + PEFT + accelerate."""

@@ -1,0 +1,91 @@
+"""Training data: prepared sets (a weighted mixture) or the recipe's data section prepared now.
+
+Under ``accelerate launch`` only the main process prepares; the others wait at a barrier and then
+read the same folder, so every rank trains on identical data.
+
+Example::
+
+    data = training_data(recipe)   # TrainingData(train, validation, tokenizer_dir, stats)
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from finetune import FinetuneError
+from finetune.config import PreparedSet, Recipe
+
+
+@dataclass
+class TrainingData:
+    train: object  # datasets.Dataset
+    validation: object | None
+    tokenizer_dir: Path
+    stats: dict
+
+
+def _weighted(ds, weight: float, seed: int):
+    """``weight`` x the samples of ``ds``: whole repeats, then a seeded sample of the remainder."""
+    from datasets import concatenate_datasets
+
+    whole, frac = int(weight), weight - int(weight)
+    parts = [ds] * whole
+    extra = round(frac * len(ds))
+    if extra:
+        idx = random.Random(seed).sample(range(len(ds)), extra)
+        parts.append(ds.select(sorted(idx)))
+    if not parts:
+        raise FinetuneError(f"weight {weight} keeps no sample of a {len(ds)}-sample set")
+    return concatenate_datasets(parts)
+
+
+def _load_sets(sets: list[PreparedSet], max_len: int, seed: int) -> TrainingData:
+    from datasets import concatenate_datasets
+
+    from finetune.data.prepare import load_prepared
+
+    trains, vals, stats, tokenizer_dir = [], [], {}, None
+    for s in sets:
+        folder = Path(s.path)
+        ds = load_prepared(folder)
+        st = json.loads((folder / "stats.json").read_text())
+        if st["max_seq_length"] > max_len:
+            raise FinetuneError(f"{folder} was prepared with max_seq_length {st['max_seq_length']}, more than "
+                                f"data.max_seq_length {max_len}: re-prepare it or raise data.max_seq_length")
+        tok_dir = folder / "tokenizer"
+        if tokenizer_dir is None:
+            tokenizer_dir = tok_dir
+        elif (tok_dir / "tokenizer.json").read_bytes() != (tokenizer_dir / "tokenizer.json").read_bytes():
+            raise FinetuneError(f"{folder} was tokenized with another tokenizer than {tokenizer_dir.parent}; "
+                                "prepare every set with the same model")
+        trains.append(_weighted(ds["train"], s.weight, seed))
+        if len(ds["validation"]):
+            vals.append(ds["validation"])
+        stats[str(folder)] = {"weight": s.weight, "samples": len(trains[-1]), "source_samples": len(ds["train"]),
+                              "tokens_trained": st["tokens_trained"]}
+    train = concatenate_datasets(trains)
+    return TrainingData(train, concatenate_datasets(vals) if vals else None, tokenizer_dir,
+                        {"sets": stats, "train_samples": len(train),
+                         "validation_samples": sum(len(v) for v in vals)})
+
+
+def training_data(recipe: Recipe, is_main: bool = True, barrier=lambda: None) -> TrainingData:
+    """Load the recipe's prepared sets, or prepare its data section first (main process only)."""
+    sets = recipe.train.datasets
+    if sets is None:
+        from finetune.data.prepare import PrepareOptions, prepare
+
+        if is_main:
+            prepare(PrepareOptions.from_recipe(recipe))
+        barrier()
+        sets = [PreparedSet(path=recipe.data.output_dir)]
+    data = _load_sets(sets, recipe.data.max_seq_length, recipe.train.seed)
+    if len(data.train) == 0:
+        raise FinetuneError("the training split is empty")
+    import pyarrow.compute as pc
+
+    data.stats["train_tokens"] = pc.sum(pc.list_value_length(data.train.data.column("input_ids"))).as_py()
+    return data

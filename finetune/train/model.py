@@ -1,0 +1,98 @@
+"""Model loading (16-bit, or 4-bit NF4 for QLoRA) and the PEFT adapter configuration.
+
+Target modules default to every linear layer (PEFT's ``all-linear``). Llama 4 MoE layers need
+more than that: the routed experts are fused 3-D parameters, not ``nn.Linear`` modules, so they
+are reached through PEFT's ``target_parameters``; the router *is* an ``nn.Linear`` and is
+excluded, because training it moves tokens between experts that were never trained for them.
+The shared expert is an ordinary MLP and is covered by ``all-linear``.
+
+Explicit target lists are checked against a weightless copy of the model (built on the ``meta``
+device from the config) before any weights load, so a typo costs a second, not a model load.
+
+Example::
+
+    check_targets(recipe.model.path, recipe.train)   # before loading
+    model = load_model(recipe.model.path, recipe.train, precision="fp32")
+    peft_config = adapter_config(recipe.train, model.config)
+"""
+
+from __future__ import annotations
+
+import torch
+
+from finetune import FinetuneError
+from finetune.config import Train
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+MOE_EXPERT_PARAMS = ["feed_forward.experts.gate_up_proj", "feed_forward.experts.down_proj"]
+
+
+def is_llama4_moe(config) -> bool:
+    return getattr(config, "model_type", "") in ("llama4_text", "llama4")
+
+
+def _linear_names(path: str) -> list[str]:
+    """Names of every linear module of the model at ``path``, without loading weights."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(path)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+
+
+def check_targets(path: str, train: Train) -> None:
+    """Every explicit LoRA target must match a linear module (PEFT's suffix rule)."""
+    if train.method == "full" or train.lora.target_modules == "all-linear":
+        return
+    names = _linear_names(path)
+    unmatched = [t for t in train.lora.target_modules if not any(n == t or n.endswith("." + t) for n in names)]
+    if unmatched:
+        leaves = sorted({n.rsplit(".", 1)[-1] for n in names})
+        raise FinetuneError(f"train.lora.target_modules {unmatched} match no linear layer of {path}; "
+                            f"its linear layers are named {leaves} (or use all-linear)")
+
+
+def quantization_config(train: Train, sharded: bool):
+    """bitsandbytes 4-bit config; under ZeRO-3 / FSDP the storage dtype matches the compute dtype,
+    which is what lets those engines shard the packed 4-bit weights like any other tensor."""
+    from transformers import BitsAndBytesConfig
+
+    q = train.quantization
+    compute = getattr(torch, q.compute_dtype)
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type=q.quant_type, bnb_4bit_use_double_quant=q.double_quant,
+        bnb_4bit_compute_dtype=compute, bnb_4bit_quant_storage=compute if sharded else torch.uint8)
+
+
+def load_model(path: str, train: Train, precision: str, sharded: bool = False, device_map=None):
+    """The base model in the training dtype (QLoRA: 4-bit NF4 with the configured compute dtype)."""
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {"dtype": DTYPES[precision], "attn_implementation": train.attn_implementation}
+    if train.method == "qlora":
+        kwargs["quantization_config"] = quantization_config(train, sharded)
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+
+
+def adapter_config(train: Train, config):
+    """The PEFT LoraConfig for LoRA / QLoRA / DoRA / rsLoRA, or None for full fine-tuning."""
+    from peft import LoraConfig
+
+    if train.method == "full":
+        return None
+    lora = train.lora
+    kwargs = dict(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, use_rslora=lora.use_rslora,
+                  use_dora=train.method == "dora", task_type="CAUSAL_LM", bias="none")
+    if lora.target_modules == "all-linear":
+        kwargs["target_modules"] = "all-linear"
+        if is_llama4_moe(config):
+            kwargs["exclude_modules"] = ["router"]
+            # PEFT's DoRA has no parameter-level variant, so DoRA leaves the routed experts frozen.
+            if train.method != "dora":
+                kwargs["target_parameters"] = MOE_EXPERT_PARAMS
+    else:
+        kwargs["target_modules"] = list(lora.target_modules)
+    return LoraConfig(**kwargs)

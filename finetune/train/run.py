@@ -1,0 +1,231 @@
+"""``finetune train``: a recipe and prepared data in, a verified adapter (or full model) out.
+
+Reads top to bottom: check everything that can be checked before weights load; get the data;
+load the model; hand both to TRL's SFTTrainer (packing by best-fit decreasing, padding-free rows
+whose position ids restart per sample, so attention never crosses samples with sdpa, eager or
+FlashAttention); train (resuming from the newest *complete* checkpoint with ``--resume``); save;
+reload what was saved and check that it computes the loss the trained model computes; write
+``metrics.jsonl``, ``loss.png`` and ``run.json``.
+
+One process: ``finetune train RECIPE``. Many, through accelerate (DDP, DeepSpeed ZeRO-2/3, FSDP2)::
+
+    accelerate launch --config_file accelerate_configs/zero3.yaml -m finetune train RECIPE
+
+Example::
+
+    run_dir = train(load_recipe("recipes/tiny/traces.yaml"))
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from finetune import FinetuneError, __version__
+from finetune.config import Recipe
+from finetune.train.callbacks import CountingCollator, RunCallback, complete_checkpoints, resume_point
+from finetune.train.data import training_data
+from finetune.train.model import adapter_config, check_targets, load_model
+from finetune.train.report import mean_loss, plot_losses, verify_saved
+
+# Relative loss difference allowed between the trained model and the reloaded artifact:
+# fp32 reload is bit-for-bit in practice (measured 0.0 on the tiny models); 16-bit matmuls
+# reorder sums, 1e-2 covers them.
+VERIFY_RTOL = {"fp32": 1e-4, "bf16": 1e-2, "fp16": 1e-2}
+
+
+def resolve_precision(requested: str) -> str:
+    """auto -> bf16 on a bf16-capable GPU, else fp32; an impossible request is an error."""
+    cuda = torch.cuda.is_available()
+    bf16_ok = cuda and torch.cuda.is_bf16_supported()
+    if requested == "auto":
+        return "bf16" if bf16_ok else "fp32"
+    if requested == "bf16" and not bf16_ok:
+        raise FinetuneError("train.precision bf16 needs a GPU with bfloat16 (Ampere or newer) and this machine "
+                            "has none: set train.precision: fp32 (or auto)")
+    if requested == "fp16" and not cuda:
+        raise FinetuneError("train.precision fp16 needs a GPU: set train.precision: fp32 (or auto)")
+    return requested
+
+
+def _check_launch() -> dict:
+    """What accelerate launched (if anything), refusing process counts the machine cannot serve."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if torch.cuda.is_available() and local > torch.cuda.device_count():
+        raise FinetuneError(f"the accelerate config asks for {local} processes on this machine, which has "
+                            f"{torch.cuda.device_count()} GPU(s): set num_processes to at most that")
+    zero = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE")
+    fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    return {"world_size": int(os.environ.get("WORLD_SIZE", "1")), "local_world_size": local,
+            "deepspeed_zero_stage": int(zero) if zero else None, "fsdp": fsdp,
+            "sharded": zero == "3" or fsdp}
+
+
+def _check_tokenizer(tok, model_path: str) -> None:
+    from transformers import AutoConfig
+
+    from finetune.data.render import Renderer
+
+    if tok.pad_token is None or tok.pad_token_id == tok.eos_token_id:
+        raise FinetuneError(f"the tokenizer's pad token is {tok.pad_token!r}, the same as EOS: padding would mask "
+                            "every EOS out of the loss and the model would never learn to stop; give the "
+                            "tokenizer a distinct pad token (finetune tiny-model does) and re-prepare")
+    Renderer(tok)  # refuses a template without what the masks need
+    vocab = AutoConfig.from_pretrained(model_path).vocab_size
+    if len(tok) > vocab:
+        raise FinetuneError(f"the data was tokenized with {len(tok)} tokens but {model_path} embeds {vocab}: "
+                            "prepare the data with this model's tokenizer")
+
+
+def _git_revision() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"finetune": __version__}
+    for pkg in ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "deepspeed", "bitsandbytes"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def _sft_config(recipe: Recipe, checkpoints: Path, precision: str, has_eval: bool):
+    from trl import SFTConfig
+
+    t = recipe.train
+    return SFTConfig(
+        output_dir=str(checkpoints), per_device_train_batch_size=t.per_device_batch_size,
+        per_device_eval_batch_size=t.per_device_batch_size, gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate, num_train_epochs=t.num_epochs, max_steps=t.max_steps,
+        lr_scheduler_type=t.lr_scheduler, warmup_steps=t.warmup_ratio, weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm, seed=t.seed, data_seed=t.seed,
+        bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not torch.cuda.is_available(),
+        gradient_checkpointing=t.gradient_checkpointing,
+        max_length=recipe.data.max_seq_length, packing=t.packing, packing_strategy="bfd", padding_free=t.packing,
+        logging_steps=t.logging_steps, logging_first_step=True,
+        eval_strategy=("steps" if t.eval_steps else "epoch") if has_eval else "no", eval_steps=t.eval_steps,
+        save_strategy="steps" if t.save_steps else "epoch", save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit, include_num_input_tokens_seen="non_padding",
+        report_to="none", disable_tqdm=True, dataloader_num_workers=0,
+    )
+
+
+@dataclass
+class Session:
+    """A run that is set up and ready to train (``build``), then trained and recorded (``finish``)."""
+
+    recipe: Recipe
+    run: Path
+    trainer: object
+    data: object
+    tokenizer: object
+    precision: str
+    launch: dict
+    counting: CountingCollator
+    start_from: Path | None
+    state: object
+
+
+def build(recipe: Recipe, resume: bool = False, show_progress: bool = True) -> Session:
+    """Check, load data and model, and set up the SFTTrainer; nothing is trained yet."""
+    from accelerate import PartialState
+    from transformers import AutoTokenizer
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    from trl import SFTTrainer
+
+    state = PartialState()
+    t = recipe.train
+    run = Path(t.output_dir)
+    checkpoints = run / "checkpoints"
+
+    # Everything that can fail without weights fails now.
+    precision = resolve_precision(t.precision)
+    launch = _check_launch()
+    check_targets(recipe.model.path, t)
+    start_from = None
+    if resume:
+        if state.is_main_process:
+            resume_point(checkpoints)  # moves incomplete checkpoints aside
+        state.wait_for_everyone()
+        done = complete_checkpoints(checkpoints)
+        if not done:
+            raise FinetuneError(f"--resume: no complete checkpoint in {checkpoints}")
+        start_from = done[-1]
+    elif any(checkpoints.glob("checkpoint-*")):
+        raise FinetuneError(f"{run} already holds checkpoints: pass --resume to continue that run, "
+                            "or set train.output_dir to a new folder")
+    data = training_data(recipe, state.is_main_process, state.wait_for_everyone)
+    tok = AutoTokenizer.from_pretrained(data.tokenizer_dir)
+    _check_tokenizer(tok, recipe.model.path)
+    if state.is_main_process:
+        run.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            (run / "metrics.jsonl").unlink(missing_ok=True)
+
+    model = load_model(recipe.model.path, t, precision, sharded=launch["sharded"],
+                       device_map={"": state.local_process_index} if torch.cuda.is_available() else None)
+    trainer = SFTTrainer(
+        model=model, args=_sft_config(recipe, checkpoints, precision, data.validation is not None),
+        train_dataset=data.train, eval_dataset=data.validation, processing_class=tok,
+        peft_config=adapter_config(t, model.config),
+    )
+    counting = CountingCollator(trainer.data_collator, tok.pad_token_id)
+    trainer.data_collator = counting
+    for cb in (PrinterCallback, ProgressCallback):  # replaced by RunCallback's bar and metrics.jsonl
+        trainer.remove_callback(cb)
+    trainer.add_callback(RunCallback(run, show_progress=show_progress))
+    return Session(recipe, run, trainer, data, tok, precision, launch, counting, start_from, state)
+
+
+def finish(s: Session) -> Path:
+    """Train, save, verify the saved artifact, and write the run's record."""
+    t, trainer, state, run = s.recipe.train, s.trainer, s.state, s.run
+    result = trainer.train(resume_from_checkpoint=str(s.start_from) if s.start_from else None)
+
+    out = run / ("model" if t.method == "full" else "adapter")
+    trainer.save_model(str(out))
+    if state.is_main_process:  # the tokenizer and chat template the masks were made with
+        (out / "training_args.bin").unlink(missing_ok=True)  # a pickle; run.json holds the settings
+        s.tokenizer.save_pretrained(str(out))
+        s.tokenizer.save_pretrained(str(run / "tokenizer"))
+    state.wait_for_everyone()
+    verification = None
+    if t.verify_samples:
+        pool = s.data.validation if s.data.validation is not None else s.data.train
+        samples = pool.select(range(min(t.verify_samples, len(pool))))
+        trained_loss = mean_loss(trainer.model_wrapped if s.launch["deepspeed_zero_stage"] == 3 else trainer.model,
+                                 samples)
+        if state.is_main_process:
+            verification = verify_saved(s.recipe, out, s.precision, samples, trained_loss, VERIFY_RTOL[s.precision])
+    state.wait_for_everyone()
+
+    if state.is_main_process:
+        plot_losses(run / "metrics.jsonl", run / "loss.png")
+        (run / "run.json").write_text(json.dumps({
+            "recipe": s.recipe.model_dump(), "resumed_from": str(s.start_from) if s.start_from else None,
+            "precision": s.precision, "launch": s.launch, "versions": _versions(), "git_revision": _git_revision(),
+            "data": s.data.stats, "padding_share": round(s.counting.padding_share, 4),
+            "train_tokens_seen": trainer.state.num_input_tokens_seen,
+            "global_step": trainer.state.global_step, "train_loss": result.training_loss,
+            "train_runtime_s": result.metrics.get("train_runtime"), "verification": verification,
+            "output": str(out),
+        }, indent=2, default=str) + "\n")
+    return run
+
+
+def train(recipe: Recipe, resume: bool = False, show_progress: bool = True) -> Path:
+    """Train per ``recipe``; return the run folder (see the module docstring for its contents)."""
+    return finish(build(recipe, resume, show_progress))
