@@ -26,6 +26,8 @@ def models(tmp_path_factory) -> dict[str, Path]:
         "bpe-llama3": build_tiny_model("llama", TOKENIZERS / "ggml-vocab-llama-bpe.gguf", root / "bpe-llama3"),
     }
     out["bpe-llama4"] = build_tiny_model("llama4", out["bpe-llama3"], root / "bpe-llama4")
+    # Training tests use the 32k SentencePiece vocabulary: a 128k vocabulary makes every logit 4x dearer.
+    out["spm-llama4"] = build_tiny_model("llama4", TOKENIZERS / "ggml-vocab-llama-spm.gguf", root / "spm-llama4")
     out["deepseek-hermes"] = build_tiny_model("llama", TOKENIZERS / "ggml-vocab-deepseek-coder.gguf",
                                               root / "deepseek-hermes")
     return out

@@ -74,7 +74,28 @@ def load_model(path: str, train: Train, precision: str, sharded: bool = False, d
         kwargs["quantization_config"] = quantization_config(train, sharded)
     if device_map is not None:
         kwargs["device_map"] = device_map
-    return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if is_llama4_moe(model.config) and not hasattr(model, model.base_model_prefix):
+        # Llama4ForCausalLM names its backbone `model` but declares the prefix `language_model` (that
+        # of the multimodal Llama 4); TRL's fused LM head finds the backbone through the prefix.
+        model.base_model_prefix = "model"
+        # TRL's MoE auxiliary loss reads `num_experts`; Llama 4 calls it `num_local_experts`.
+        model.config.num_experts = model.config.num_local_experts
+    if train.method == "qlora" and not torch.cuda.is_available():
+        _keep_4bit_trainable_on_cpu(model)
+    return model
+
+
+def _keep_4bit_trainable_on_cpu(model) -> None:
+    """bitsandbytes 0.50 repacks a 4-bit weight for AVX512-BF16 CPU inference the first time its
+    layer runs in eval mode, for good; the repacked weight then goes through ``gemv_4bit``, which
+    has no autograd kernel, so every training step after the first evaluation would backpropagate
+    nothing through the frozen base layers. Training keeps the trainable layout."""
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
 
 
 def adapter_config(train: Train, config):

@@ -101,7 +101,17 @@ def _reload(recipe, out: Path, precision: str):
 
         base = load_model(recipe.model.path, recipe.train, precision, device_map=device_map)
         model = PeftModel.from_pretrained(base, str(out))
+        if recipe.train.method == "qlora":
+            as_trained_qlora(model)
     return model
+
+
+def as_trained_qlora(model) -> None:
+    """TRL trains QLoRA's LoRA matrices in bf16 (QLoRA paper, section 3; the DoRA magnitude stays
+    fp32); PEFT loads them as fp32. Computing as trained means casting them back."""
+    for name, param in model.named_parameters():
+        if "lora_" in name and "lora_magnitude_vector" not in name:
+            param.data = param.data.to(torch.bfloat16)
 
 
 def plot_losses(metrics: Path, png: Path) -> None:

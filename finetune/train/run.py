@@ -30,7 +30,7 @@ from finetune import FinetuneError, __version__
 from finetune.config import Recipe
 from finetune.train.callbacks import CountingCollator, RunCallback, complete_checkpoints, resume_point
 from finetune.train.data import training_data
-from finetune.train.model import adapter_config, check_targets, load_model
+from finetune.train.model import adapter_config, check_targets, is_llama4_moe, load_model
 from finetune.train.report import mean_loss, plot_losses, verify_saved
 
 # Relative loss difference allowed between the trained model and the reloaded artifact:
@@ -102,11 +102,15 @@ def _versions() -> dict:
     return out
 
 
-def _sft_config(recipe: Recipe, checkpoints: Path, precision: str, has_eval: bool):
+def _sft_config(recipe: Recipe, checkpoints: Path, precision: str, has_eval: bool, moe: bool):
     from trl import SFTConfig
 
     t = recipe.train
     return SFTConfig(
+        # Adapters leave the router frozen, so the load-balancing loss could only bend the adapted
+        # layers to re-balance routing the pretrained router already does: off. Full fine-tuning
+        # trains the router and keeps the architecture's coefficient.
+        router_aux_loss_coef=0.0 if moe and t.method != "full" else None,
         output_dir=str(checkpoints), per_device_train_batch_size=t.per_device_batch_size,
         per_device_eval_batch_size=t.per_device_batch_size, gradient_accumulation_steps=t.gradient_accumulation_steps,
         learning_rate=t.learning_rate, num_train_epochs=t.num_epochs, max_steps=t.max_steps,
@@ -178,7 +182,8 @@ def build(recipe: Recipe, resume: bool = False, show_progress: bool = True) -> S
     model = load_model(recipe.model.path, t, precision, sharded=launch["sharded"],
                        device_map={"": state.local_process_index} if torch.cuda.is_available() else None)
     trainer = SFTTrainer(
-        model=model, args=_sft_config(recipe, checkpoints, precision, data.validation is not None),
+        model=model, args=_sft_config(recipe, checkpoints, precision, data.validation is not None,
+                                      is_llama4_moe(model.config)),
         train_dataset=data.train, eval_dataset=data.validation, processing_class=tok,
         peft_config=adapter_config(t, model.config),
     )
