@@ -110,6 +110,9 @@ class Train(_Strict):
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
         default="cosine", description="Learning-rate schedule after warm-up."
     )
+    optimizer: Literal["adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit", "sgd"] = Field(
+        default="adamw_torch", description="Optimizer (the 8-bit ones from bitsandbytes save memory on GPUs)."
+    )
     weight_decay: float = Field(default=0.0, ge=0.0, description="AdamW weight decay.")
     max_grad_norm: float = Field(default=1.0, ge=0.0, description="Gradient clipping (0: off).")
     packing: bool = Field(

@@ -76,6 +76,12 @@ def _check_tokenizer(tok, model_path: str) -> None:
                             "every EOS out of the loss and the model would never learn to stop; give the "
                             "tokenizer a distinct pad token (finetune tiny-model does) and re-prepare")
     Renderer(tok)  # refuses a template without what the masks need
+    if (Path(model_path) / "tokenizer.json").exists() or (Path(model_path) / "tokenizer.model").exists():
+        from transformers import AutoTokenizer
+
+        if AutoTokenizer.from_pretrained(model_path).get_vocab() != tok.get_vocab():
+            raise FinetuneError(f"the data was tokenized with another vocabulary than {model_path}'s: "
+                                "prepare the data with this model's tokenizer")
     vocab = AutoConfig.from_pretrained(model_path).vocab_size
     if len(tok) > vocab:
         raise FinetuneError(f"the data was tokenized with {len(tok)} tokens but {model_path} embeds {vocab}: "
@@ -114,7 +120,7 @@ def _sft_config(recipe: Recipe, checkpoints: Path, precision: str, has_eval: boo
         output_dir=str(checkpoints), per_device_train_batch_size=t.per_device_batch_size,
         per_device_eval_batch_size=t.per_device_batch_size, gradient_accumulation_steps=t.gradient_accumulation_steps,
         learning_rate=t.learning_rate, num_train_epochs=t.num_epochs, max_steps=t.max_steps,
-        lr_scheduler_type=t.lr_scheduler, warmup_steps=t.warmup_ratio, weight_decay=t.weight_decay,
+        lr_scheduler_type=t.lr_scheduler, warmup_steps=t.warmup_ratio, optim=t.optimizer, weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm, seed=t.seed, data_seed=t.seed,
         bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not torch.cuda.is_available(),
         gradient_checkpointing=t.gradient_checkpointing,
