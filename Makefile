@@ -23,7 +23,9 @@ demo: install
 	$(FT) validate recipes/tiny/traces.yaml
 	$(FT) data prepare recipes/tiny/traces.yaml
 	$(FT) data inspect runs/tiny-data --n 2 --plain
-	@echo "demo done: model runs/tiny-llama, dataset runs/tiny-data (stats.json, rejects.jsonl)"
+	rm -rf runs/tiny-train
+	$(FT) train recipes/tiny/traces.yaml train.datasets='[{path: runs/tiny-data}]'
+	@echo "demo done: model runs/tiny-llama, dataset runs/tiny-data, run folder runs/tiny-train"
 
 test: install
 	$(PY) -m pytest -q

@@ -229,7 +229,8 @@ def prepare(opts: PrepareOptions) -> dict:
     if tokens_trained == 0:
         raise FinetuneError("no token would be trained: no usable assistant turn (all rejected, or train: false); "
                             f"see {out / 'rejects.jsonl'}")
-    DatasetDict({k: _arrow_split(v) for k, v in splits.items()}).save_to_disk(str(out / "dataset"))
+    # An empty split cannot be loaded back by `datasets`: it is left out (validation_fraction 0).
+    DatasetDict({k: _arrow_split(v) for k, v in splits.items() if v}).save_to_disk(str(out / "dataset"))
     # The exact tokenizer and chat template that made the masks travel with the data.
     tok.save_pretrained(str(out / "tokenizer"))
     return stats

@@ -62,7 +62,7 @@ def _load_sets(sets: list[PreparedSet], max_len: int, seed: int) -> TrainingData
             raise FinetuneError(f"{folder} was tokenized with another tokenizer than {tokenizer_dir.parent}; "
                                 "prepare every set with the same model")
         trains.append(_weighted(ds["train"], s.weight, seed))
-        if len(ds["validation"]):
+        if "validation" in ds:
             vals.append(ds["validation"])
         stats[str(folder)] = {"weight": s.weight, "samples": len(trains[-1]), "source_samples": len(ds["train"]),
                               "tokens_trained": st["tokens_trained"]}

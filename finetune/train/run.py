@@ -112,13 +112,19 @@ def _sft_config(recipe: Recipe, checkpoints: Path, precision: str, has_eval: boo
     from trl import SFTConfig
 
     t = recipe.train
+    batch, accum = t.per_device_batch_size, t.gradient_accumulation_steps
+    if t.packing and not t.attn_implementation.startswith("flash"):
+        # Padding-free batches are one long row: FlashAttention splits it per sample, but sdpa and
+        # eager build a (batch x rows)^2 mask and attend over all of it. One packed row per forward,
+        # accumulated, is the same update (the loss is normalised by the tokens of the whole update).
+        batch, accum = 1, batch * accum
     return SFTConfig(
         # Adapters leave the router frozen, so the load-balancing loss could only bend the adapted
         # layers to re-balance routing the pretrained router already does: off. Full fine-tuning
         # trains the router and keeps the architecture's coefficient.
         router_aux_loss_coef=0.0 if moe and t.method != "full" else None,
-        output_dir=str(checkpoints), per_device_train_batch_size=t.per_device_batch_size,
-        per_device_eval_batch_size=t.per_device_batch_size, gradient_accumulation_steps=t.gradient_accumulation_steps,
+        output_dir=str(checkpoints), per_device_train_batch_size=batch,
+        per_device_eval_batch_size=batch, gradient_accumulation_steps=accum,
         learning_rate=t.learning_rate, num_train_epochs=t.num_epochs, max_steps=t.max_steps,
         lr_scheduler_type=t.lr_scheduler, warmup_steps=t.warmup_ratio, optim=t.optimizer, weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm, seed=t.seed, data_seed=t.seed,

@@ -56,6 +56,12 @@ def test_split_is_seeded_and_by_record(models, tmp_path):
     assert not set(ids(tmp_path / "a")) & set(load_prepared(tmp_path / "a")["train"]["record_id"])
 
 
+def test_no_validation_split(models, tmp_path):
+    stats = prepare(_opts(models["spm-hermes"], SAMPLES, tmp_path, max_reject_fraction=0.5, validation_fraction=0.0))
+    ds = load_prepared(tmp_path)
+    assert list(ds) == ["train"] and len(ds["train"]) == stats["pieces"] and stats["samples"]["validation"] == 0
+
+
 def _long_trace(n_steps: int) -> dict:
     tools = [{"name": "read_file", "parameters": {"type": "object", "properties": {"path": {"type": "string"}},
                                                   "required": ["path"]}}]
