@@ -17,7 +17,11 @@ from finetune import FinetuneError, __version__
 
 
 def _quiet() -> None:
+    import logging
     import warnings
+
+    # bitsandbytes announces at import that an optional CPU kernel package is missing; it is optional.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
     warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation notes, not user news
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
