@@ -92,7 +92,7 @@ def run_baseline(model, data, out, steps, batch, seq, precision) -> dict:
     trainer = SFTTrainer(model=m, args=args, train_dataset=ds, processing_class=tok,
                          peft_config=LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear",
                                                 task_type="CAUSAL_LM"))
-    counting = CountingCollator(trainer.data_collator, tok.pad_token_id)
+    counting = CountingCollator(trainer.data_collator)
     trainer.data_collator = counting
     t0 = time.perf_counter()
     trainer.train()

@@ -38,7 +38,6 @@ def _quiet() -> None:
     transformers.logging.disable_progress_bar()
 
 
-
 def cmd_validate(args) -> int:
     from finetune.config import load_recipe
 

@@ -99,9 +99,8 @@ class RunCallback(TrainerCallback):
 class CountingCollator:
     """Wraps the trainer's collator and counts real and padding tokens of every training batch."""
 
-    def __init__(self, inner, pad_token_id: int):
+    def __init__(self, inner):
         self.inner = inner
-        self.pad_token_id = pad_token_id
         self.tokens = 0
         self.padding = 0
 

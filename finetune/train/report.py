@@ -51,7 +51,7 @@ def _check_not_empty(out: Path) -> int:
         with safe_open(str(f), "pt") as fh:
             for key in fh.keys():  # noqa: SIM118 (safe_open has no __iter__)
                 n += 1
-                if fh.get_slice(key).get_shape() and 0 in fh.get_slice(key).get_shape():
+                if 0 in fh.get_slice(key).get_shape():
                     empty.append(key)
     if not n or empty:
         raise FinetuneError(f"{out}: {len(empty) or 'all'} saved tensor(s) are empty (e.g. {empty[:2]}); under "

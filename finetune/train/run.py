@@ -199,7 +199,7 @@ def build(recipe: Recipe, resume: bool = False, show_progress: bool = True) -> S
         train_dataset=data.train, eval_dataset=data.validation, processing_class=tok,
         peft_config=adapter_config(t, model.config),
     )
-    counting = CountingCollator(trainer.data_collator, tok.pad_token_id)
+    counting = CountingCollator(trainer.data_collator)
     trainer.data_collator = counting
     for cb in (PrinterCallback, ProgressCallback):  # replaced by RunCallback's bar and metrics.jsonl
         trainer.remove_callback(cb)
