@@ -5,6 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 FT := $(VENV)/bin/finetune
 STAMP := $(VENV)/.installed
+# llama-cpp-python compiles llama.cpp (4-10 min on 2 cores, then pip's wheel cache). The default
+# -march=native build segfaults on quantized GGUFs on AVX-512/AMX Xeons; this portable set does not.
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
 .PHONY: install demo test lint clean
 
@@ -19,13 +22,16 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: install
-	$(FT) tiny-model --arch llama --tokenizer data/tokenizers/ggml-vocab-llama-bpe.gguf --out runs/tiny-llama
+	$(FT) tiny-model --arch llama --tokenizer data/tokenizers/ggml-vocab-llama-bpe.gguf --out runs/tiny-llama --hidden 256
 	$(FT) validate recipes/tiny/traces.yaml
 	$(FT) data prepare recipes/tiny/traces.yaml
 	$(FT) data inspect runs/tiny-data --n 2 --plain
 	rm -rf runs/tiny-train
 	$(FT) train recipes/tiny/traces.yaml train.datasets='[{path: runs/tiny-data}]'
-	@echo "demo done: model runs/tiny-llama, dataset runs/tiny-data, run folder runs/tiny-train"
+	rm -rf runs/tiny-export
+	$(FT) export runs/tiny-train --format safetensors --format gguf-q8_0 --format gguf-q4_k_m --out runs/tiny-export
+	$(FT) verify-artifacts runs/tiny-export
+	@echo "demo done: model runs/tiny-llama, dataset runs/tiny-data, run runs/tiny-train, export runs/tiny-export"
 
 test: install
 	$(PY) -m pytest -q

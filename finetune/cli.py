@@ -107,12 +107,45 @@ def cmd_data_inspect(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from finetune.export.run import export
+
+    report = export(args.source, args.format, args.out, adapter=args.adapter, dtype=args.dtype,
+                    max_shard_size=args.max_shard_size, check=not args.no_verify, trust_pickle=args.trust_pickle,
+                    say=lambda msg: print(f"  {msg}", flush=True))
+    if "formats" in report:
+        print(f"\nverified on {report['positions']} token positions of {report['prompts']} prompts "
+              "against the trained model:")
+        print(f"  {'format':<13} {'top-1':>7} {'mean KL':>10} {'logit r':>9}  greedy  tokenizer")
+        for fmt, r in report["formats"].items():
+            tok = {True: "same", False: "DIFFERS", None: "-"}[r.get("tokenizer_same")]
+            print(f"  {fmt:<13} {r['top1']:>7.2%} {r['mean_kl']:>10.2e} {r['logit_corr']:>9.6f}  "
+                  f"{'same' if r.get('greedy_same') else 'differs':<7} {tok}")
+        if "qlora_as_trained_vs_merged" in report:
+            q = report["qlora_as_trained_vs_merged"]
+            print(f"  QLoRA: merged 16-bit vs as trained (NF4 base): top-1 {q['top1']:.2%}, mean KL {q['mean_kl']:.2e}")
+    print(f"wrote {args.out} (README.md model card, export_report.json, artifacts.json with sha256 of every file)")
+    return 0
+
+
+def cmd_verify_artifacts(args) -> int:
+    from finetune.export.run import verify_artifacts
+
+    problems = verify_artifacts(args.dir)
+    if problems:
+        raise FinetuneError(f"{args.dir}: {len(problems)} file(s) fail their checksum:\n  " + "\n  ".join(problems))
+    print(f"{args.dir}: every file matches artifacts.json")
+    return 0
+
+
 VERBS = [
     ("validate", "check a recipe (every problem at once, exit 2 on any)"),
     ("tiny-model", "write a tiny random Llama / Llama 4 MoE model with a real tokenizer"),
     ("data prepare", "traces -> tokenized, loss-masked dataset, stats.json, rejects.jsonl"),
     ("data inspect", "print prepared samples with trained tokens marked (mask audit)"),
     ("train", "LoRA / QLoRA / DoRA / full fine-tuning (accelerate launch -m finetune train for many GPUs)"),
+    ("export", "merged safetensors, adapter, GGUF (f16 ... q4_k_m), NF4: verified, checksummed, with a card"),
+    ("verify-artifacts", "re-check every exported file against artifacts.json (sha256)"),
 ]
 
 
@@ -172,6 +205,26 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
     tr.add_argument("--no-progress", action="store_true", help="no progress bar (metrics.jsonl still written)")
     tr.set_defaults(func=cmd_train)
+
+    from finetune.export.run import FORMATS
+
+    ex = verbs.add_parser("export", help="write verified, checksummed serving artifacts of a run or model")
+    ex.add_argument("source", help="training run folder, model folder, or PEFT adapter folder")
+    ex.add_argument("--format", action="append", required=True, choices=FORMATS, metavar="FORMAT",
+                    help=f"repeatable: {', '.join(FORMATS)}")
+    ex.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
+    ex.add_argument("--adapter", help="PEFT adapter folder to merge into a model folder SOURCE")
+    ex.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16"],
+                    help="16-bit type of the merged safetensors (default bfloat16)")
+    ex.add_argument("--max-shard-size", default="5GB", help="safetensors shard size, e.g. 5GB, 500MB (default 5GB)")
+    ex.add_argument("--no-verify", action="store_true",
+                    help="skip loading each artifact and comparing it with the trained model")
+    ex.add_argument("--trust-pickle", action="store_true",
+                    help="allow pickle (*.bin) base weights; only for checkpoints of trusted origin")
+    ex.set_defaults(func=cmd_export)
+    va = verbs.add_parser("verify-artifacts", help="re-hash every exported file against artifacts.json")
+    va.add_argument("dir", help="folder written by `finetune export`")
+    va.set_defaults(func=cmd_verify_artifacts)
     return p
 
 

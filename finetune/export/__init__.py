@@ -1,0 +1,1 @@
+"""Export: merged safetensors, adapter, GGUF (llama.cpp) and NF4 artifacts, verified and checksummed."""
