@@ -78,7 +78,7 @@ def write_merged(src: Source, out: Path, dtype: torch.dtype, max_shard_bytes: in
     names = ["model.safetensors"] if len(shards) == 1 else [
         f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
     weight_map, total = {}, 0
-    for file, entries in zip(names, shards):
+    for file, entries in zip(names, shards, strict=True):
         _write_shard(src, out / file, entries, dtype, progress)
         for name, _, nbytes in entries:
             weight_map[name], total = file, total + nbytes

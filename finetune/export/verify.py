@@ -82,7 +82,7 @@ class Reference:
     def compare(self, logits: list[np.ndarray], greedy: list[int] | None = None) -> dict:
         top1, kl, n = 0, 0.0, 0
         xs, ys = [], []
-        for ref, got in zip(self.logits, logits):
+        for ref, got in zip(self.logits, logits, strict=True):
             if got.shape != ref.shape:
                 raise FinetuneError(f"artifact logits have shape {got.shape}, the trained model's {ref.shape}")
             p, q = _log_softmax(ref), _log_softmax(got)
@@ -172,7 +172,7 @@ def gguf_checks(path: Path, runner: GGUFRunner, ref: Reference, tokenizer) -> di
     def value(key):
         return fields[key].contents() if key in fields else None
 
-    mismatched = [i for i, (t, ids) in enumerate(zip(ref.texts, ref.ids)) if runner.tokenize(t) != ids]
+    mismatched = [i for i, (t, ids) in enumerate(zip(ref.texts, ref.ids, strict=True)) if runner.tokenize(t) != ids]
     specials = {k: (value(f"tokenizer.ggml.{key}_token_id"), getattr(tokenizer, f"{k}_token_id"))
                 for k, key in (("bos", "bos"), ("eos", "eos"), ("pad", "padding"), ("unk", "unknown"))}
     return {"tokenizer_same": not mismatched, "tokenizer_mismatched_prompts": mismatched,
