@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 BASELINE = r"""
-import resource, sys, time, numpy as np, torch, gguf
+import sys, time, numpy as np, torch, gguf
 from pathlib import Path
 from transformers import AutoModelForCausalLM
 model_dir, out = Path(sys.argv[1]), Path(sys.argv[2])
@@ -47,22 +47,22 @@ for gname, hf, fn in to_gguf.plan(src):
     t = fn(state[hf].float())
     w.add_tensor(gname, t.numpy() if t.dim() == 1 else t.half().numpy())
 w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(next(l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM")))
 """
 
 OURS = r"""
-import resource, sys
+import sys
 from pathlib import Path
 from finetune.export.run import export
 export(Path(sys.argv[1]), ["safetensors", "gguf-f16"], Path(sys.argv[2]), check=False, say=lambda _: None)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(next(l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM")))
 """
 
 IMPORTS = r"""
-import resource, torch, transformers, gguf, safetensors, numpy
+import torch, transformers, gguf, safetensors, numpy
 from transformers import AutoModelForCausalLM
 import finetune.export.run
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(next(l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM")))
 """
 
 
@@ -90,6 +90,7 @@ def run(code: str, *args: str) -> tuple[float, float]:
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=REPO)
     if proc.returncode:
         sys.exit(proc.stderr[-3000:])
+    # VmHWM (kB): this process's own peak; ru_maxrss would carry the parent's peak across exec.
     return int(proc.stdout.strip().splitlines()[-1]) / 1024, time.perf_counter() - start
 
 

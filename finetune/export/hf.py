@@ -67,7 +67,7 @@ def _write_shard(src: Source, path: Path, entries, dtype: torch.dtype, progress)
             data = src.tensor(name).to(dtype).contiguous().view(torch.uint8).numpy()
             if data.nbytes != nbytes:
                 raise FinetuneError(f"internal: {name} has {data.nbytes} bytes, planned {nbytes}")
-            fh.write(data.tobytes())
+            fh.write(memoryview(data).cast("B"))
             progress()
 
 
@@ -109,8 +109,6 @@ def copy_tokenizer(src: Source, out: Path) -> None:
 def write_adapter(src: Source, out: Path) -> Path:
     """The PEFT adapter as trained (for multi-LoRA serving: vLLM ``--lora-modules``, TGI, LoRAX),
     with the tokenizer and a base_model_name_or_path that names the base it needs."""
-    if src.adapter is None:
-        raise FinetuneError(f"--format adapter: {src.run or src.model} has no adapter (full fine-tune or plain model)")
     out.mkdir(parents=True)
     for f in sorted(src.adapter.glob("adapter_model*.safetensors")):
         shutil.copy2(f, out / f.name)

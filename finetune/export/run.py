@@ -4,7 +4,7 @@ Layout of ``--out``::
 
     safetensors/      merged 16-bit model folder (sharded, index, tokenizer, chat template, card)
     adapter/          the PEFT adapter as trained, for multi-LoRA serving
-    gguf/NAME-F16.gguf, NAME-Q4_K_M.gguf, ...
+    gguf/NAME-F16.gguf, NAME-Q4_K_M.gguf, ..., NAME-LoRA-F32.gguf (llama.cpp --lora)
     bnb-nf4/          bitsandbytes NF4 model folder
     README.md         model card (Hugging Face front matter, recipe summary, eval numbers)
     export_report.json  per format: top-1 agreement, mean KL, logit correlation, greedy match
@@ -34,8 +34,8 @@ from finetune.export import card, hf, to_gguf, verify
 from finetune.export.source import Source, open_source
 
 FORMATS = ("safetensors", "adapter", "gguf-f16", "gguf-bf16", "gguf-q8_0", "gguf-q4_k_m", "gguf-q5_k_m",
-           "gguf-q6_k", "bnb-nf4")
-LOSSLESS = ("safetensors", "adapter", "gguf-f16", "gguf-bf16")
+           "gguf-q6_k", "gguf-lora", "bnb-nf4")
+LOSSLESS = ("safetensors", "adapter", "gguf-f16", "gguf-bf16", "gguf-lora")
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -51,9 +51,10 @@ def _name(src: Source) -> str:
     return (src.run or src.adapter or src.model).resolve().name
 
 
-def _write(src: Source, formats: list[str], tmp: Path, dtype, max_shard: int, say) -> dict[str, list[Path]]:
-    """Write every artifact; returns format -> its files (paths inside tmp)."""
-    name, written = _name(src), {}
+def _write(src: Source, formats: list[str], tmp: Path, dtype, max_shard: int, say) -> tuple[dict, Path | None]:
+    """Write every artifact; returns format -> [file or folder inside tmp], and the base GGUF a
+    GGUF LoRA is verified on (in the scratch folder, not shipped)."""
+    name, written, lora_base = _name(src), {}, None
     scratch = tmp / ".scratch"
     scratch.mkdir()
     wants_merged = "safetensors" in formats or "bnb-nf4" in formats
@@ -69,7 +70,7 @@ def _write(src: Source, formats: list[str], tmp: Path, dtype, max_shard: int, sa
     if "bnb-nf4" in formats:
         say("quantizing to bitsandbytes NF4")
         written["bnb-nf4"] = [hf.write_nf4(merged, tmp / "bnb-nf4")]
-    ggufs = [f.removeprefix("gguf-") for f in formats if f.startswith("gguf-")]
+    ggufs = [f.removeprefix("gguf-") for f in formats if f.startswith("gguf-") and f != "gguf-lora"]
     if ggufs:
         (tmp / "gguf").mkdir()
         for kind in (k for k in ggufs if k in to_gguf.DIRECT):
@@ -82,7 +83,13 @@ def _write(src: Source, formats: list[str], tmp: Path, dtype, max_shard: int, sa
             for kind in k_quants:
                 say(f"quantizing GGUF {kind} with llama.cpp")
                 written[f"gguf-{kind}"] = [to_gguf.quantize(base, tmp / "gguf" / f"{name}-{kind.upper()}.gguf", kind)]
-    return written
+    if "gguf-lora" in formats:
+        say("writing the GGUF LoRA adapter")
+        (tmp / "gguf").mkdir(exist_ok=True)
+        written["gguf-lora"] = [to_gguf.write_lora(src, tmp / "gguf" / f"{name}-LoRA-F32.gguf", name)]
+        base_src = open_source(src.model, trust_pickle=src.trust_pickle)
+        lora_base = to_gguf.write_gguf(base_src, scratch / "base-F16.gguf", "f16", src.model.name)
+    return written, lora_base
 
 
 def _reference(src: Source, tokenizer):
@@ -112,7 +119,7 @@ def _qlora_as_trained(src: Source, ref) -> dict:
     return result
 
 
-def _verify(src: Source, written: dict, tokenizer, say) -> dict:
+def _verify(src: Source, written: dict, lora_base: Path | None, tokenizer, say) -> dict:
     say("computing the trained model's reference logits")
     ref, qlora = _reference(src, tokenizer)
     report = {"prompts": len(ref.ids), "positions": sum(len(i) for i in ref.ids), "formats": {}}
@@ -123,10 +130,11 @@ def _verify(src: Source, written: dict, tokenizer, say) -> dict:
         say(f"verifying {fmt}")
         path = paths[0]
         if fmt.startswith("gguf-"):
-            runner = verify.GGUFRunner(path)
+            runner = verify.GGUFRunner(lora_base, lora=path) if fmt == "gguf-lora" else verify.GGUFRunner(path)
             try:
                 result = ref.compare(runner.logits(ref.ids), runner.greedy(verify.generation_prompt(tokenizer)))
-                result.update(verify.gguf_checks(path, runner, ref, tokenizer))
+                if fmt != "gguf-lora":  # the adapter carries no tokenizer; its base GGUF does
+                    result.update(verify.gguf_checks(path, runner, ref, tokenizer))
             finally:
                 runner.close()
         else:
@@ -168,10 +176,13 @@ def export(path: Path, formats: list[str], out: Path, adapter: Path | None = Non
         raise FinetuneError(f"--out {out} already exists and is not empty; choose a new folder or remove it")
     max_shard = hf.parse_size(max_shard_size)
     src = open_source(Path(path), Path(adapter) if adapter else None, trust_pickle)
-    if "adapter" in formats and src.adapter is None:
-        raise FinetuneError(f"--format adapter: {path} has no adapter (full fine-tune or plain model)")
+    for fmt in ("adapter", "gguf-lora"):
+        if fmt in formats and src.adapter is None:
+            raise FinetuneError(f"--format {fmt}: {path} has no adapter (full fine-tune or plain model)")
     if any(f.startswith("gguf-") for f in formats) and src.arch == "llama4":
         to_gguf.check_llama4(src.config)
+    if "gguf-lora" in formats:
+        to_gguf.check_lora(src)
     formats = list(dict.fromkeys(formats))
     tokenizer = AutoTokenizer.from_pretrained(str(src.tokenizer_dir))
 
@@ -180,8 +191,8 @@ def export(path: Path, formats: list[str], out: Path, adapter: Path | None = Non
         shutil.rmtree(tmp)  # left by an interrupted export; never looked complete
     tmp.mkdir(parents=True)
     try:
-        written = _write(src, formats, tmp, DTYPES[dtype], max_shard, say)
-        report = _verify(src, written, tokenizer, say) if check else {"skipped": "--no-verify"}
+        written, lora_base = _write(src, formats, tmp, DTYPES[dtype], max_shard, say)
+        report = _verify(src, written, lora_base, tokenizer, say) if check else {"skipped": "--no-verify"}
         if report.get("failures"):
             raise FinetuneError("verification failed, nothing written to " + str(out) + ":\n  " +
                                 "\n  ".join(report["failures"]))

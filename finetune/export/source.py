@@ -50,6 +50,7 @@ class Source:
     _files: dict = field(default_factory=dict)       # name -> file holding it
     _merges: dict = field(default_factory=dict)      # base name -> [(kind, tensors...)]
     _replaced: dict = field(default_factory=dict)    # base name -> full tensor saved in the adapter
+    lora_pairs: dict = field(default_factory=dict)   # base name -> (A, B, scale, kind: lora|dora|experts)
 
     @property
     def method(self) -> str:
@@ -90,14 +91,13 @@ class Source:
         return tuple(self._replaced[name].shape) if name in self._replaced else self._shapes[name]
 
     def tensor(self, name: str) -> torch.Tensor:
-        """The weight ``name`` in float32 with the adapter merged in."""
-        if name in self._replaced:
-            return self._replaced[name].float()
-        w = _read(self._files[name], name).float()
+        """The weight ``name`` with the adapter merged in: float32 where a merge happened (the
+        arithmetic is float32), else as stored, so untouched weights cost no conversion."""
+        w = self._replaced[name] if name in self._replaced else _read(self._files[name], name)
         for merge in self._merges.get(name, ()):
-            w = merge(w)
-        bad = (~torch.isfinite(w)).sum().item()
-        if bad:
+            w = merge(w.float())
+        if not _finite(w):
+            bad = int((~torch.isfinite(w)).sum())
             raise FinetuneError(f"{name}: {bad} NaN/inf values after merging {self.adapter or self.model}; "
                                 "the adapter or the base weights are corrupt")
         return w
@@ -108,9 +108,17 @@ class Source:
         return getattr(torch, name)
 
 
+def _finite(w: torch.Tensor) -> bool:
+    """NaN/inf check in 16M-element slices: ``isfinite`` on a whole 16-bit embedding allocates
+    float32 temporaries of twice its size, which measured as the export's peak memory."""
+    flat = w.reshape(-1)
+    return all(bool(torch.isfinite(chunk).all()) for chunk in flat.split(1 << 24))
+
+
 def _read(path: Path, name: str) -> torch.Tensor:
-    """One tensor from one file. The file is opened and closed around the read so that its memory
-    map does not keep every page read so far resident."""
+    """One tensor from one file. safetensors hands back a tensor backed by the file's memory map;
+    opening the file per tensor means nothing but that tensor keeps pages mapped, so pages read
+    so far leave memory with it."""
     if path.suffix == ".safetensors":
         from safetensors import safe_open
 
@@ -224,12 +232,14 @@ def _attach_adapter(src: Source) -> None:
             if (b.shape[0], a.shape[1]) != src._shapes[name]:
                 raise FinetuneError(f"{src.adapter}: {module} LoRA shapes {tuple(b.shape)}x{tuple(a.shape)} do not "
                                     f"fit {name} {src._shapes[name]}; wrong base model")
-            s = scale(a.shape[0])
-            src._merges.setdefault(name, []).append(_linear_merge(a, b, s, magnitudes.pop(module, None)))
+            s, magnitude = scale(a.shape[0]), magnitudes.pop(module, None)
+            src._merges.setdefault(name, []).append(_linear_merge(a, b, s, magnitude))
+            src.lora_pairs[name] = (a, b, s, "lora" if magnitude is None else "dora")
             continue
         name = _expert_param(src, module, a, b)
         experts = src._shapes[name][0]
         src._merges.setdefault(name, []).append(_expert_merge(a, b, scale(a.shape[0] // experts), experts))
+        src.lora_pairs[name] = (a, b, scale(a.shape[0] // experts), "experts")
     if magnitudes:
         raise FinetuneError(f"{src.adapter}: DoRA magnitudes for {sorted(magnitudes)[:2]} have no LoRA pair")
 

@@ -305,6 +305,53 @@ def write_gguf(src: Source, path: Path, kind: str, name: str, progress=lambda: N
     return path
 
 
+def check_lora(src: Source) -> float:
+    """The alpha llama.cpp needs, or why this adapter has no llama.cpp LoRA form."""
+    kinds = {kind for *_, kind in src.lora_pairs.values()}
+    if kinds - {"lora"} or src._replaced:
+        raise FinetuneError("--format gguf-lora: llama.cpp LoRA adapters hold plain A/B pairs on linear layers; "
+                            f"this adapter also has {sorted(kinds - {'lora'}) or 'fully trained modules'} "
+                            "(DoRA magnitudes, Llama 4 expert parameters or modules_to_save). Export a merged "
+                            "GGUF (gguf-f16, gguf-q4_k_m, ...) instead")
+    alphas = {round(s * a.shape[0], 6) for a, _, s, _ in src.lora_pairs.values()}
+    if len(alphas) != 1:
+        raise FinetuneError("--format gguf-lora: the adapter mixes ranks/alphas; llama.cpp takes one alpha per file")
+    return alphas.pop()
+
+
+def write_lora(src: Source, path: Path, name: str) -> Path:
+    """The adapter as a GGUF LoRA for llama.cpp's ``--lora`` (float32 A and B, Q/K rows of B
+    permuted like the base's). llama.cpp scales by ``alpha / r``, so rsLoRA's ``alpha / sqrt(r)``
+    is written as an equivalent alpha."""
+    import gguf
+
+    alpha = check_lora(src)
+    cfg, arch = src.config, src.arch
+    heads, kv_heads = cfg["num_attention_heads"], cfg.get("num_key_value_heads") or cfg["num_attention_heads"]
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA if arch == "llama" else gguf.MODEL_ARCH.LLAMA4,
+                                     cfg["num_hidden_layers"])
+    writer = gguf.GGUFWriter(str(path), gguf.MODEL_ARCH_NAMES[
+        gguf.MODEL_ARCH.LLAMA if arch == "llama" else gguf.MODEL_ARCH.LLAMA4])
+    writer.add_type(gguf.GGUFType.ADAPTER)
+    writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+    writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)
+    writer.add_name(name)
+    for hf, (a, b, _, _) in src.lora_pairs.items():
+        stem = hf.rsplit(".", 1)[0]
+        if arch == "llama" and stem.endswith("self_attn.q_proj"):
+            b = _permute(b, heads)
+        elif arch == "llama" and stem.endswith("self_attn.k_proj"):
+            b = _permute(b, kv_heads)
+        gname = f"{names.get_name(stem)}.weight"
+        writer.add_tensor(f"{gname}.lora_a", a.contiguous().numpy())
+        writer.add_tensor(f"{gname}.lora_b", b.contiguous().numpy())
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
 def _nbytes(shape: tuple, qtype) -> int:
     import gguf
 

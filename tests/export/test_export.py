@@ -169,3 +169,23 @@ def test_refusals(exported, tmp_path):
         export(adapter, ["gguf-q3"], tmp_path / "x")
     with pytest.raises(FinetuneError, match="has no adapter"):
         export(adapter.parent / "llama-spm-export" / "safetensors", ["adapter"], tmp_path / "y")
+
+
+def test_gguf_lora_adapter_applies_in_llama_cpp(wide, exported, tmp_path):
+    import gguf
+
+    from tests.export.conftest import make_adapter
+
+    adapter = make_adapter(wide["llama-spm"], tmp_path / "rslora", use_rslora=True)
+    report = export(adapter, ["gguf-lora"], tmp_path / "out", say=lambda _: None)
+    r = report["formats"]["gguf-lora"]  # base f16 GGUF + this adapter in llama.cpp vs PEFT float32
+    assert r["top1"] > 0.99 and r["logit_corr"] > 0.9999 and r["greedy_same"]
+    fields = gguf.GGUFReader(str(tmp_path / "out" / "gguf" / "rslora-LoRA-F32.gguf")).fields
+    assert fields["general.type"].contents() == "adapter" and fields["adapter.type"].contents() == "lora"
+    assert fields["adapter.lora.alpha"].contents() == pytest.approx(8 / 2 * 4)  # rsLoRA: alpha/sqrt(r) == a'/r
+    assert not any(p.name.startswith("base") for p in (tmp_path / "out").rglob("*"))  # verification-only base
+
+    dora, _, _ = exported["llama-spm"]
+    with pytest.raises(FinetuneError, match="gguf-lora: llama.cpp LoRA adapters hold plain A/B"):
+        export(dora, ["gguf-lora"], tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()

@@ -54,3 +54,16 @@ def test_pickle_weights_need_trust(wide, tmp_path):
         open_source(folder)
     src = open_source(folder, trust_pickle=True)
     torch.testing.assert_close(src.tensor("model.norm.weight"), state["model.norm.weight"])
+
+
+def test_nan_in_an_adapter_fails_the_merge(wide, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    adapter = make_adapter(wide["llama-spm"], tmp_path / "adapter")
+    tensors = load_file(str(adapter / "adapter_model.safetensors"))
+    key = next(k for k in tensors if "layers.1.mlp.up_proj.lora_B" in k)
+    tensors[key][0, 0] = float("nan")
+    save_file(tensors, str(adapter / "adapter_model.safetensors"))
+    src = open_source(adapter)
+    with pytest.raises(FinetuneError, match="model.layers.1.mlp.up_proj.weight: .* NaN/inf"):
+        src.tensor("model.layers.1.mlp.up_proj.weight")
