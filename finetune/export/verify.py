@@ -68,16 +68,18 @@ class Reference:
 
     texts: list[str]
     ids: list[list[int]]
+    add_bos: bool  # plain text (no chat template): the tokenizer adds BOS, as a server would
     logits: list[np.ndarray]
     greedy: list[int]
 
     @classmethod
     def compute(cls, model, tokenizer) -> Reference:
-        texts = [tokenizer.apply_chat_template(p, tokenize=False) for p in PROMPTS]
-        ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        texts = [render(tokenizer, p) for p in PROMPTS]
+        add_bos = not tokenizer.chat_template
+        ids = [tokenizer(t, add_special_tokens=add_bos)["input_ids"] for t in texts]
         logits = hf_logits(model, ids)
         greedy = hf_greedy(model, generation_prompt(tokenizer))
-        return cls(texts, ids, logits, greedy)
+        return cls(texts, ids, add_bos, logits, greedy)
 
     def compare(self, logits: list[np.ndarray], greedy: list[int] | None = None) -> dict:
         top1, kl, n = 0, 0.0, 0
@@ -98,9 +100,21 @@ class Reference:
         return out
 
 
+def render(tokenizer, messages: list[dict], generation_prompt: bool = False) -> str:
+    """A conversation as the served model sees it: through the chat template used in training, or
+    (a base model without one) as plain text."""
+    if not tokenizer.chat_template:
+        return "\n\n".join(m["content"] for m in messages)
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    except Exception as exc:  # jinja raises its own types for templates that refuse a role
+        raise FinetuneError(f"the chat template cannot render the verification prompts ({exc}); "
+                            "pass --no-verify, or fix the template") from None
+
+
 def generation_prompt(tokenizer) -> list[int]:
-    text = tokenizer.apply_chat_template(PROMPTS[0][:1], tokenize=False, add_generation_prompt=True)
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+    text = render(tokenizer, PROMPTS[0][:1], generation_prompt=True)
+    return tokenizer(text, add_special_tokens=not tokenizer.chat_template)["input_ids"]
 
 
 @torch.no_grad()
@@ -156,8 +170,8 @@ class GGUFRunner:
             self.llm.eval([new[-1]])
         return new
 
-    def tokenize(self, text: str) -> list[int]:
-        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+    def tokenize(self, text: str, add_bos: bool) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
 
     def close(self) -> None:
         self.llm.close()
@@ -172,7 +186,7 @@ def gguf_checks(path: Path, runner: GGUFRunner, ref: Reference, tokenizer) -> di
     def value(key):
         return fields[key].contents() if key in fields else None
 
-    mismatched = [i for i, (t, ids) in enumerate(zip(ref.texts, ref.ids, strict=True)) if runner.tokenize(t) != ids]
+    mismatched = [i for i, (t, ids) in enumerate(zip(ref.texts, ref.ids, strict=True)) if runner.tokenize(t, ref.add_bos) != ids]
     specials = {k: (value(f"tokenizer.ggml.{key}_token_id"), getattr(tokenizer, f"{k}_token_id"))
                 for k, key in (("bos", "bos"), ("eos", "eos"), ("pad", "padding"), ("unk", "unknown"))}
     return {"tokenizer_same": not mismatched, "tokenizer_mismatched_prompts": mismatched,

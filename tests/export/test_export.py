@@ -189,3 +189,20 @@ def test_gguf_lora_adapter_applies_in_llama_cpp(wide, exported, tmp_path):
     with pytest.raises(FinetuneError, match="gguf-lora: llama.cpp LoRA adapters hold plain A/B"):
         export(dora, ["gguf-lora"], tmp_path / "refused")
     assert not (tmp_path / "refused").exists()
+
+
+def test_plain_model_without_chat_template(models, tmp_path):
+    """A base model folder (no adapter, no chat template) exports and verifies on plain text."""
+    import shutil
+
+    folder = tmp_path / "base"
+    shutil.copytree(models["spm-hermes"], folder)
+    (folder / "chat_template.jinja").unlink()
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    report = export(folder, ["gguf-f16"], tmp_path / "out", say=lambda _: None)
+    r = report["formats"]["gguf-f16"]
+    assert report["method"] == "none" and r["tokenizer_same"] and r["logit_corr"] > 0.9999
+    assert "tokenizer.chat_template" not in __import__("gguf").GGUFReader(
+        str(tmp_path / "out" / "gguf" / "base-F16.gguf")).fields
