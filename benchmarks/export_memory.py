@@ -40,10 +40,10 @@ from finetune.export.source import open_source
 from finetune.export import to_gguf
 src = open_source(model_dir)
 state = model.state_dict()
-w = gguf.GGUFWriter(str(out / "model-F16.gguf"), "llama")
+w, names = to_gguf._writer(src, out / "model-F16.gguf")
 to_gguf._add_hparams(w, src, "f16", "baseline")
 to_gguf._add_tokenizer(w, src)
-for gname, hf, fn in to_gguf.plan(src):
+for gname, hf, fn in to_gguf.plan(src, names):
     t = fn(state[hf].float())
     w.add_tensor(gname, t.numpy() if t.dim() == 1 else t.half().numpy())
 w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()

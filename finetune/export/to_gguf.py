@@ -83,6 +83,25 @@ def _permute(w: torch.Tensor, heads: int) -> torch.Tensor:
     return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
+def _row_fix(src: Source, stem: str):
+    """What llama.cpp's layout needs done to the output rows of module ``stem`` (identity except
+    Llama's Q and K); applies to a weight and to a LoRA B alike."""
+    cfg = src.config
+    if src.arch == "llama" and stem.endswith("self_attn.q_proj"):
+        return lambda t: _permute(t, cfg["num_attention_heads"])
+    if src.arch == "llama" and stem.endswith("self_attn.k_proj"):
+        return lambda t: _permute(t, cfg.get("num_key_value_heads") or cfg["num_attention_heads"])
+    return lambda t: t
+
+
+def _writer(src: Source, path: Path):
+    import gguf
+
+    arch = gguf.MODEL_ARCH.LLAMA if src.arch == "llama" else gguf.MODEL_ARCH.LLAMA4
+    names = gguf.get_tensor_name_map(arch, src.config["num_hidden_layers"])
+    return gguf.GGUFWriter(str(path), gguf.MODEL_ARCH_NAMES[arch]), names
+
+
 def check_llama4(cfg: dict) -> None:
     layers = cfg["num_hidden_layers"]
     nope = cfg.get("no_rope_layers") or []
@@ -100,14 +119,8 @@ def check_llama4(cfg: dict) -> None:
         raise FinetuneError("this Llama 4 config cannot be served by llama.cpp as trained: " + "; ".join(problems))
 
 
-def plan(src: Source) -> list[tuple[str, str, callable]]:
+def plan(src: Source, names) -> list[tuple[str, str, callable]]:
     """(GGUF name, HF name, fn(tensor) -> tensor) for every tensor, in source order."""
-    import gguf
-
-    cfg, arch = src.config, src.arch
-    layers = cfg["num_hidden_layers"]
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA if arch == "llama" else gguf.MODEL_ARCH.LLAMA4, layers)
-    heads, kv_heads = cfg["num_attention_heads"], cfg.get("num_key_value_heads") or cfg["num_attention_heads"]
     out = []
     for hf in src.names():
         if hf.endswith("rotary_emb.inv_freq"):
@@ -125,13 +138,8 @@ def plan(src: Source) -> list[tuple[str, str, callable]]:
         name = names.get_name(stem)
         if name is None:
             raise FinetuneError(f"{src.model}: no GGUF name for tensor {hf}; this model's layout is not a "
-                                f"plain {arch} (export supports Llama and Llama 4 text models)")
-        fn = lambda t: t  # noqa: E731
-        if arch == "llama" and stem.endswith("self_attn.q_proj"):
-            fn = lambda t: _permute(t, heads)  # noqa: E731
-        elif arch == "llama" and stem.endswith("self_attn.k_proj"):
-            fn = lambda t: _permute(t, kv_heads)  # noqa: E731
-        out.append((f"{name}.{suffix}", hf, fn))
+                                f"plain {src.arch} (export supports Llama and Llama 4 text models)")
+        out.append((f"{name}.{suffix}", hf, _row_fix(src, stem)))
     return out
 
 
@@ -271,9 +279,8 @@ def write_gguf(src: Source, path: Path, kind: str, name: str, progress=lambda: N
 
     if kind not in DIRECT:
         raise FinetuneError(f"internal: write_gguf writes {DIRECT}, not {kind}")
-    steps = plan(src)
-    writer = gguf.GGUFWriter(str(path), gguf.MODEL_ARCH_NAMES[
-        gguf.MODEL_ARCH.LLAMA if src.arch == "llama" else gguf.MODEL_ARCH.LLAMA4])
+    writer, names = _writer(src, path)
+    steps = plan(src, names)
     _add_hparams(writer, src, kind, name)
     _add_tokenizer(writer, src)
     head_dim = src.config.get("head_dim") or src.config["hidden_size"] // src.config["num_attention_heads"]
@@ -326,25 +333,16 @@ def write_lora(src: Source, path: Path, name: str) -> Path:
     import gguf
 
     alpha = check_lora(src)
-    cfg, arch = src.config, src.arch
-    heads, kv_heads = cfg["num_attention_heads"], cfg.get("num_key_value_heads") or cfg["num_attention_heads"]
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA if arch == "llama" else gguf.MODEL_ARCH.LLAMA4,
-                                     cfg["num_hidden_layers"])
-    writer = gguf.GGUFWriter(str(path), gguf.MODEL_ARCH_NAMES[
-        gguf.MODEL_ARCH.LLAMA if arch == "llama" else gguf.MODEL_ARCH.LLAMA4])
+    writer, names = _writer(src, path)
     writer.add_type(gguf.GGUFType.ADAPTER)
     writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
     writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)
     writer.add_name(name)
     for hf, (a, b, _, _) in src.lora_pairs.items():
         stem = hf.rsplit(".", 1)[0]
-        if arch == "llama" and stem.endswith("self_attn.q_proj"):
-            b = _permute(b, heads)
-        elif arch == "llama" and stem.endswith("self_attn.k_proj"):
-            b = _permute(b, kv_heads)
         gname = f"{names.get_name(stem)}.weight"
         writer.add_tensor(f"{gname}.lora_a", a.contiguous().numpy())
-        writer.add_tensor(f"{gname}.lora_b", b.contiguous().numpy())
+        writer.add_tensor(f"{gname}.lora_b", _row_fix(src, stem)(b).contiguous().numpy())
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
