@@ -162,6 +162,9 @@ def open_source(path: Path, adapter: Path | None = None, trust_pickle: bool = Fa
     if not path.is_dir():
         raise FinetuneError(f"{path} is not a folder: pass a training run, a model folder or an adapter folder")
     run, run_info = None, {}
+    if adapter is not None and ((path / "run.json").exists() or (path / "adapter_config.json").exists()):
+        raise FinetuneError(f"--adapter goes with a model folder; {path} already names its adapter "
+                            "(a run folder or an adapter folder)")
     if (path / "run.json").exists():
         run, run_info = path, json.loads((path / "run.json").read_text())
         out = Path(run_info["output"])
@@ -176,11 +179,12 @@ def open_source(path: Path, adapter: Path | None = None, trust_pickle: bool = Fa
         model = Path(json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path") or "")
     else:
         model = path
-    for folder, what in ((model, "base model"), (adapter, "adapter")):
-        if folder is not None and not (folder / ("config.json" if what == "base model" else "adapter_config.json")).exists():
-            raise FinetuneError(f"{what} folder {folder} not found or incomplete (no "
-                                f"{'config.json' if what == 'base model' else 'adapter_config.json'}); "
-                                f"{'pass --adapter with the folder train wrote' if what == 'adapter' else 'check the run recipe model.path'}")
+    if not (model / "config.json").exists():
+        raise FinetuneError(f"base model folder {model} not found or has no config.json (named by "
+                            f"{'run.json recipe model.path' if run else 'adapter_config.json base_model_name_or_path' if adapter else 'you'}); "
+                            "run the export from the folder training ran in, or fix that path")
+    if adapter is not None and not (adapter / "adapter_config.json").exists():
+        raise FinetuneError(f"adapter folder {adapter} not found or has no adapter_config.json")
     src = Source(model=model, adapter=adapter, run=run, run_info=run_info, trust_pickle=trust_pickle,
                  config=json.loads((model / "config.json").read_text()))
     src.arch  # noqa: B018 (refuses unsupported architectures before any work)

@@ -169,6 +169,9 @@ def test_refusals(exported, tmp_path):
         export(adapter, ["gguf-q3"], tmp_path / "x")
     with pytest.raises(FinetuneError, match="has no adapter"):
         export(adapter.parent / "llama-spm-export" / "safetensors", ["adapter"], tmp_path / "y")
+    with pytest.raises(FinetuneError, match="--adapter goes with a model folder"):
+        export(adapter, ["safetensors"], tmp_path / "z", adapter=adapter)
+    assert not any(tmp_path.iterdir())
 
 
 def test_gguf_lora_adapter_applies_in_llama_cpp(wide, exported, tmp_path):
