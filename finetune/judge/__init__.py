@@ -1,0 +1,1 @@
+"""Judge: sandboxed execution, execution-verified preference data."""
