@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from finetune import FinetuneError, __version__
 
@@ -138,6 +139,22 @@ def cmd_verify_artifacts(args) -> int:
     return 0
 
 
+def cmd_judge_data(args) -> int:
+    from finetune.judge.data import JudgeDataOptions, build
+
+    stats = build(JudgeDataOptions(out=args.out, problems=args.problems, preferences=args.preferences or [],
+                                   mutants=args.mutants, validation_fraction=args.validation_fraction,
+                                   seed=args.seed, workers=args.workers, timeout=args.timeout,
+                                   unsafe=args.unsafe_no_sandbox))
+    p, q = stats["problems"], stats["preferences"]
+    print(f"problems: {p['in']} in, {p['ok']} ok, {p['rejected']} rejected; preferences: {q['in']} in, "
+          f"{q['ok']} ok, {q['rejected']} rejected")
+    print(f"sandbox outcomes: {stats['sandbox']}")
+    print(f"pairs: {stats['pairs']}; splits {stats['splits']}")
+    print(f"wrote {args.out}/dataset, results.jsonl, rejects.jsonl, stats.json")
+    return 0
+
+
 VERBS = [
     ("validate", "check a recipe (every problem at once, exit 2 on any)"),
     ("tiny-model", "write a tiny random Llama / Llama 4 MoE model with a real tokenizer"),
@@ -146,6 +163,7 @@ VERBS = [
     ("train", "LoRA / QLoRA / DoRA / full fine-tuning (accelerate launch -m finetune train for many GPUs)"),
     ("export", "merged safetensors, adapter, GGUF (f16 ... q4_k_m), NF4: verified, checksummed, with a card"),
     ("verify-artifacts", "re-check every exported file against artifacts.json (sha256)"),
+    ("judge data", "execution-verified preference pairs (sandboxed tests, mutants) + given preferences"),
 ]
 
 
@@ -225,6 +243,24 @@ def build_parser() -> argparse.ArgumentParser:
     va = verbs.add_parser("verify-artifacts", help="re-hash every exported file against artifacts.json")
     va.add_argument("dir", help="folder written by `finetune export`")
     va.set_defaults(func=cmd_verify_artifacts)
+
+    j = verbs.add_parser("judge", help="preference data for the pool's judge")
+    jverbs = j.add_subparsers(dest="judge_verb", metavar="JUDGE_VERB", required=True)
+    jd = jverbs.add_parser("data", help="code problems run in a sandbox -> chosen/rejected pairs")
+    jd.add_argument("--problems", type=Path, help="JSONL of HumanEval-style problems (task_id, prompt, "
+                    "canonical_solution, test, entry_point, optional candidates)")
+    jd.add_argument("--preferences", type=Path, action="append",
+                    help="existing preference data in a TRL layout (JSONL/JSON/Parquet), repeatable")
+    jd.add_argument("--out", type=Path, required=True, help="output folder")
+    jd.add_argument("--mutants", type=int, default=6, help="one-edit mutants tried per problem (default 6)")
+    jd.add_argument("--validation-fraction", type=float, default=0.2,
+                    help="share of problems held out, whole (default 0.2)")
+    jd.add_argument("--seed", type=int, default=42, help="mutant choice and split seed (default 42)")
+    jd.add_argument("--workers", type=int, default=2, help="sandboxes run at once (default 2)")
+    jd.add_argument("--timeout", type=float, default=10.0, help="wall and CPU seconds per candidate (default 10)")
+    jd.add_argument("--unsafe-no-sandbox", action="store_true",
+                    help="without bubblewrap, run candidates with rlimits only (throwaway machines only)")
+    jd.set_defaults(func=cmd_judge_data)
     return p
 
 

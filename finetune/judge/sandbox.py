@@ -23,6 +23,7 @@ Example::
 from __future__ import annotations
 
 import os
+import queue
 import re
 import secrets
 import shutil
@@ -34,6 +35,9 @@ from dataclasses import asdict, dataclass
 from finetune import FinetuneError
 
 NOBODY = 65534
+# Concurrent runs each get their own unprivileged uid, so that one run's process-count limit and
+# teardown wait never see another run's processes (uids need no /etc/passwd entry).
+_UIDS = (NOBODY, 60001, 60002, 60003, 60004, 60005, 60006, 60007)
 _ERROR_LINE = re.compile(r"^(\w+(?:\.\w+)*(?:Error|Exception|Exit|Interrupt)):?", re.MULTILINE)
 
 
@@ -78,6 +82,9 @@ class Sandbox:
                                 "install bubblewrap; Fedora: dnf install bubblewrap). Pass --unsafe-no-sandbox "
                                 "only on a throwaway machine: candidates then run with rlimits alone")
         self.python = _python() if self.bwrap else os.path.realpath(shutil.which("python3") or "python3")
+        self._uids: queue.Queue[int] = queue.Queue()
+        for uid in _UIDS if os.getuid() == 0 else (os.getuid(),):  # not root: one run at a time
+            self._uids.put(uid)
 
     def _command(self) -> list[str]:
         if self.bwrap is None:
@@ -88,7 +95,7 @@ class Sandbox:
                 "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/tmp",
                 "--", self.python, "-I", "-"]
 
-    def _limit(self) -> None:
+    def _limit(self, uid: int, already: int) -> None:
         import resource
 
         lim = self.limits
@@ -96,26 +103,30 @@ class Sandbox:
         resource.setrlimit(resource.RLIMIT_AS, (lim.memory_mb * 2**20,) * 2)
         resource.setrlimit(resource.RLIMIT_FSIZE, (lim.file_mb * 2**20,) * 2)
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        if os.getuid() == 0:  # root ignores RLIMIT_NPROC: become nobody first
+        if os.getuid() == 0:  # root ignores RLIMIT_NPROC: become an unprivileged uid first
             os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
+            os.setgid(uid)
+            os.setuid(uid)
         # The limit counts every process of the user, so add what the user already runs.
-        resource.setrlimit(resource.RLIMIT_NPROC, (lim.processes + self._already,) * 2)
+        resource.setrlimit(resource.RLIMIT_NPROC, (lim.processes + already,) * 2)
 
     def run(self, program: str, test: str, entry_point: str) -> Outcome:
         """Run ``program`` then ``test`` and ``check(entry_point)``; pass iff the tests complete."""
         token = secrets.token_hex(16)
         source = (f"{program}\n\n{test}\n\n"
                   f"check({entry_point})\nprint({token!r}, flush=True)\n")
-        return self._execute(source, token)
+        uid = self._uids.get()
+        try:
+            return self._execute(source, token, uid)
+        finally:
+            self._uids.put(uid)
 
-    def _execute(self, source: str, token: str) -> Outcome:
-        self._already = _processes_of(NOBODY if os.getuid() == 0 else os.getuid())
+    def _execute(self, source: str, token: str, uid: int) -> Outcome:
+        already = _processes_of(uid)
         start = time.perf_counter()
         proc = subprocess.Popen(self._command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, preexec_fn=self._limit, start_new_session=True,
-                                env={"PATH": "/usr/bin:/bin"})
+                                stderr=subprocess.STDOUT, preexec_fn=lambda: self._limit(uid, already),
+                                start_new_session=True, env={"PATH": "/usr/bin:/bin"})
         try:
             out, _ = proc.communicate(source.encode(), timeout=self.limits.wall_seconds)
             timed_out = False
@@ -124,7 +135,7 @@ class Sandbox:
             out, _ = proc.communicate()
             timed_out = True
         duration = round(time.perf_counter() - start, 3)
-        self._wait_for_teardown()
+        _wait_for_teardown(uid, already)
         text = out.decode(errors="replace")
         tail = "\n".join(text.strip().splitlines()[-8:])
         if timed_out:
@@ -135,20 +146,23 @@ class Sandbox:
         return Outcome(False, _reason(proc.returncode, text), duration, tail)
 
 
-    def _wait_for_teardown(self, seconds: float = 5.0) -> None:
-        """The kernel kills what is left in the PID namespace when its init exits, asynchronously;
-        wait for it so that one candidate's stragglers never count against the next one's limit."""
-        uid = NOBODY if os.getuid() == 0 else os.getuid()
-        deadline = time.monotonic() + seconds
-        while _processes_of(uid) > self._already and time.monotonic() < deadline:
-            time.sleep(0.02)
+def _wait_for_teardown(uid: int, already: int, seconds: float = 5.0) -> None:
+    """The kernel kills what is left in the PID namespace when its init exits, asynchronously;
+    wait for it so that one candidate's stragglers never count against the next one's limit."""
+    deadline = time.monotonic() + seconds
+    while _processes_of(uid) > already and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def _processes_of(uid: int) -> int:
+    """Live processes of ``uid``. Zombies are left out: bwrap's exited helper lingers as one until
+    the machine's init reaps it (1-2 s here), and it holds nothing but a process slot."""
     n = 0
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            n += os.stat(f"/proc/{pid}").st_uid == uid
+            if os.stat(f"/proc/{pid}").st_uid == uid:
+                with open(f"/proc/{pid}/stat", "rb") as fh:
+                    n += fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
         except OSError:
             pass
     return n

@@ -58,8 +58,9 @@ def test_hostile_candidates_are_contained(box, body, reason, monkeypatch):
 
 def test_fork_bomb_leaves_no_processes(box):
     run(box, "    import os\n    while True:\n        os.fork()\n")
-    left = [p for p in os.listdir("/proc") if p.isdigit() and os.stat(f"/proc/{p}").st_uid == 65534]
-    assert left == []
+    from finetune.judge.sandbox import _UIDS, _processes_of
+
+    assert sum(_processes_of(uid) for uid in _UIDS) == 0  # (exited ones may linger as zombies)
 
 
 def test_a_printed_success_token_is_not_a_pass(box):
