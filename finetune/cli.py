@@ -142,13 +142,13 @@ def cmd_verify_artifacts(args) -> int:
 def cmd_judge_data(args) -> int:
     from finetune.judge.data import JudgeDataOptions, build
 
-    stats = build(JudgeDataOptions(out=args.out, problems=args.problems, preferences=args.preferences or [],
+    stats = build(JudgeDataOptions(out=args.out, problems=args.problems, traces=args.traces or [],
+                                   preferences=args.preferences or [],
                                    mutants=args.mutants, validation_fraction=args.validation_fraction,
                                    seed=args.seed, workers=args.workers, timeout=args.timeout,
                                    unsafe=args.unsafe_no_sandbox))
-    p, q = stats["problems"], stats["preferences"]
-    print(f"problems: {p['in']} in, {p['ok']} ok, {p['rejected']} rejected; preferences: {q['in']} in, "
-          f"{q['ok']} ok, {q['rejected']} rejected")
+    print("; ".join(f"{k}: {stats[k]['in']} in, {stats[k]['ok']} ok, {stats[k]['rejected']} rejected"
+                    for k in ("problems", "traces", "preferences")))
     print(f"sandbox outcomes: {stats['sandbox']}")
     print(f"pairs: {stats['pairs']}; splits {stats['splits']}")
     print(f"wrote {args.out}/dataset, results.jsonl, rejects.jsonl, stats.json")
@@ -163,7 +163,7 @@ VERBS = [
     ("train", "LoRA / QLoRA / DoRA / full fine-tuning (accelerate launch -m finetune train for many GPUs)"),
     ("export", "merged safetensors, adapter, GGUF (f16 ... q4_k_m), NF4: verified, checksummed, with a card"),
     ("verify-artifacts", "re-check every exported file against artifacts.json (sha256)"),
-    ("judge data", "execution-verified preference pairs (sandboxed tests, mutants) + given preferences"),
+    ("judge data", "preference pairs checked by execution (sandbox, mutants) and by the tool-call checker"),
 ]
 
 
@@ -249,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     jd = jverbs.add_parser("data", help="code problems run in a sandbox -> chosen/rejected pairs")
     jd.add_argument("--problems", type=Path, help="JSONL of HumanEval-style problems (task_id, prompt, "
                     "canonical_solution, test, entry_point, optional candidates)")
+    jd.add_argument("--traces", type=Path, action="append",
+                    help="agent traces in any layout `data prepare` reads: their tool calls against checked "
+                         "corruptions, repeatable")
     jd.add_argument("--preferences", type=Path, action="append",
                     help="existing preference data in a TRL layout (JSONL/JSON/Parquet), repeatable")
     jd.add_argument("--out", type=Path, required=True, help="output folder")

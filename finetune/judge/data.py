@@ -8,7 +8,9 @@ solution fails its own tests is rejected (its labels could not be trusted). Ever
 candidate or mutant becomes a *rejected* answer paired with a passing one as *chosen*; mutants
 the tests still accept are discarded and counted. Existing preference data in TRL's layouts
 (``chosen``/``rejected`` with or without ``prompt``, conversational or plain text) is accepted
-with ``--preferences``.
+with ``--preferences``. Tool-use pairs come from agent traces (``--traces``, any layout ``data
+prepare`` reads): the call the trace made against checked corruptions of it
+(:mod:`finetune.judge.tools`).
 
 Validation is split by problem (and by prompt for given preferences), so held-out pairs come from
 problems the judge never saw. Output (``--out``)::
@@ -38,6 +40,7 @@ from finetune import FinetuneError
 from finetune.data.sources import read_records
 from finetune.judge.mutate import mutants, normalise
 from finetune.judge.sandbox import Limits, Sandbox
+from finetune.judge.tools import trace_pairs
 
 FIELDS = ("task_id", "prompt", "canonical_solution", "test", "entry_point")
 ASK = "Complete the following Python function.\n\n```python\n{prompt}```"
@@ -47,6 +50,7 @@ ASK = "Complete the following Python function.\n\n```python\n{prompt}```"
 class JudgeDataOptions:
     out: Path
     problems: Path | None = None
+    traces: list[Path] = field(default_factory=list)
     preferences: list[Path] = field(default_factory=list)
     mutants: int = 6
     validation_fraction: float = 0.2
@@ -155,6 +159,32 @@ def _code_pairs(opts: JudgeDataOptions, stats: dict, rejects: list, results: lis
     return pairs
 
 
+def _tool_pairs(opts: JudgeDataOptions, stats: dict, rejects: list) -> list[dict]:
+    from finetune.data.formats import RecordError, to_canonical
+    from finetune.data.prepare import _detect
+    from finetune.data.validate import validate_trace
+
+    pairs, reasons = [], Counter()
+    for path in opts.traces:
+        for raw in read_records(path):
+            stats["traces"]["in"] += 1
+            try:
+                if raw.error:
+                    raise RecordError("invalid_json", raw.error)
+                trace = validate_trace(to_canonical(raw.record, _detect(raw.record)))
+            except RecordError as exc:
+                _reject(rejects, raw, exc.reason)
+                continue
+            stats["traces"]["ok"] += 1
+            group = trace.get("id") or f"{raw.source}:{raw.line}"
+            for pair in trace_pairs(trace):
+                reasons[pair["reason"]] += 1
+                pairs.append({**pair, "source": "tools", "group": f"trace:{group}"})
+    stats["pairs"]["tools"] = len(pairs)
+    stats["tool_corruptions"] = dict(reasons)
+    return pairs
+
+
 def _as_messages(value, role: str):
     if isinstance(value, str):
         return _message(role, value)
@@ -213,16 +243,18 @@ def build(opts: JudgeDataOptions) -> dict:
     """Write the preference dataset, results, rejects and stats to ``opts.out``; return the stats."""
     from datasets import Dataset, DatasetDict
 
-    if opts.problems is None and not opts.preferences:
-        raise FinetuneError("judge data: pass --problems FILE and/or --preferences FILE")
+    if opts.problems is None and not opts.preferences and not opts.traces:
+        raise FinetuneError("judge data: pass --problems FILE, --traces FILE and/or --preferences FILE")
     if not 0 <= opts.validation_fraction < 1:
         raise FinetuneError(f"--validation-fraction {opts.validation_fraction}: use 0 <= f < 1")
-    stats = {"problems": {"in": 0, "ok": 0, "rejected": 0}, "preferences": {"in": 0, "ok": 0, "rejected": 0},
+    stats = {"problems": {"in": 0, "ok": 0, "rejected": 0}, "traces": {"in": 0, "ok": 0, "rejected": 0},
+             "preferences": {"in": 0, "ok": 0, "rejected": 0},
              "candidates": {}, "sandbox": Counter(), "pairs": {}, "rejects_by_reason": {}}
     rejects, results = [], []
     pairs = _code_pairs(opts, stats, rejects, results) if opts.problems else []
+    pairs += _tool_pairs(opts, stats, rejects)
     pairs += _given_pairs(opts, stats, rejects)
-    for kind in ("problems", "preferences"):
+    for kind in ("problems", "traces", "preferences"):
         stats[kind]["rejected"] = stats[kind]["in"] - stats[kind]["ok"]
     stats["rejects_by_reason"] = dict(Counter(r["reason"].split(":")[0] for r in rejects))
     if not pairs:

@@ -1,0 +1,140 @@
+"""Tool-use preference pairs: a correct call from a real trace, and the same call broken.
+
+Every assistant turn of a validated trace (any layout ``finetune data prepare`` reads) gives
+pairs whose *chosen* side is what the trace did and whose *rejected* side is one corruption:
+
+* ``wrong_function``: another declared tool called with the same arguments
+* ``missing_required_argument``: a required argument dropped
+* ``wrong_argument_type``: an argument given a value of another JSON type
+* ``unknown_argument``: an argument the schema does not declare, added
+* ``malformed_json``: the arguments' JSON cut short
+* ``call_instead_of_answer``: where the trace answered in plain text, a (schema-valid) tool call
+
+A corruption is kept only if the toolkit's own call checker (the one ``data prepare`` applies)
+rejects it for the reason its label names. The two kinds that can be schema-valid are checked
+otherwise: a wrong function must be a declared tool other than the one called, and a needless
+call must be a valid call. Calls are rendered as text (``<tool_call>{"name": ...,
+"arguments": ...}</tool_call>``) and the tools go into the system message, so a text-only judge
+sees what the model saw.
+
+Example::
+
+    for pair in trace_pairs(validate_trace(to_canonical(record, "openai"))): ...
+"""
+
+from __future__ import annotations
+
+import json
+
+from finetune.data.formats import RecordError
+from finetune.data.validate import _check_call
+
+_OTHER_TYPE = {"string": 12345, "integer": "seven", "number": "seven", "boolean": "yes", "array": "a,b",
+               "object": "x", "null": 0}
+_PLACEHOLDER = {"string": "example", "integer": 1, "number": 1.0, "boolean": True, "array": [], "object": {},
+                "null": None}
+
+
+def render_call(call: dict, raw_arguments: str | None = None) -> str:
+    args = raw_arguments if raw_arguments is not None else json.dumps(call["arguments"], ensure_ascii=False)
+    return f'<tool_call>{{"name": {json.dumps(call["name"])}, "arguments": {args}}}</tool_call>'
+
+
+def render_turn(message: dict, calls: list[str] | None = None) -> str:
+    parts = [message.get("content") or ""] if (message.get("content") or "").strip() else []
+    parts += calls if calls is not None else [render_call(c) for c in message.get("tool_calls", [])]
+    return "\n".join(parts)
+
+
+def _system(trace: dict, messages: list[dict]) -> list[dict]:
+    tools = "\n".join(json.dumps({"name": t["name"], "description": t.get("description", ""),
+                                  "parameters": t["parameters"]}, ensure_ascii=False) for t in trace["tools"])
+    first = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
+    text = (first + "\n\n" if first else "") + "Available tools (call one as <tool_call>{...}</tool_call>):\n" + tools
+    return [{"role": "system", "content": text}]
+
+
+def _prompt(trace: dict, upto: list[dict]) -> list[dict]:
+    out = _system(trace, upto)
+    for m in upto:
+        if m["role"] == "system":
+            continue
+        out.append({"role": m["role"], "content": render_turn(m) if m["role"] == "assistant" else m["content"]})
+    return out
+
+
+def _type_of(schema: dict) -> str | None:
+    t = schema.get("type")
+    return t[0] if isinstance(t, list) else t
+
+
+def _corruptions(call: dict, tools: dict[str, dict]):
+    """(reason, corrupted call, raw arguments text or None) candidates for one correct call."""
+    params = tools[call["name"]]["parameters"]
+    props, args = params.get("properties") or {}, call["arguments"]
+    others = sorted(n for n in tools if n != call["name"])
+    if others:
+        yield "wrong_function", {**call, "name": others[0]}, None
+    required = [r for r in params.get("required", []) if r in args]
+    if required:
+        yield "missing_required_argument", {**call, "arguments": {k: v for k, v in args.items()
+                                                                   if k != required[0]}}, None
+    typed = [k for k in args if k in props and _type_of(props[k]) in _OTHER_TYPE]
+    if typed:
+        k = typed[0]
+        yield "wrong_argument_type", {**call, "arguments": {**args, k: _OTHER_TYPE[_type_of(props[k])]}}, None
+    if props and params.get("additionalProperties") is not True:
+        extra = next(n for n in ("force", "dry_run_all", "unsafe_mode") if n not in props)
+        yield "unknown_argument", {**call, "arguments": {**args, extra: True}}, None
+    text = json.dumps(args, ensure_ascii=False)
+    if len(text) > 2:
+        yield "malformed_json", {**call, "arguments": text[:-1]}, text[:-1]
+
+
+def _checked(reason: str, call: dict, original: dict, tools: dict[str, dict]) -> bool:
+    """Does the corruption really break the call the way its label says?"""
+    if reason == "wrong_function":  # a declared tool that is not the one the trace called
+        return call["name"] in tools and call["name"] != original.get("name")
+    try:
+        checked = _check_call(call, tools, "corruption")
+    except RecordError as exc:
+        return exc.reason == reason
+    # A needless call is valid by design; it must still differ from anything the trace did.
+    return reason == "call_instead_of_answer" and \
+        (checked["name"], checked["arguments"]) != (original.get("name"), original.get("arguments"))
+
+
+def _needless_call(tools: dict[str, dict]) -> dict:
+    name = sorted(tools)[0]
+    params = tools[name]["parameters"]
+    props = params.get("properties") or {}
+    args = {r: _PLACEHOLDER.get(_type_of(props.get(r, {})) or "string", "example") for r in params.get("required", [])}
+    return {"id": None, "name": name, "arguments": args}
+
+
+def trace_pairs(trace: dict) -> list[dict]:
+    """Preference pairs from one validated canonical trace (see the module docstring)."""
+    tools = {t["name"]: t for t in trace["tools"]}
+    pairs = []
+    messages = trace["messages"]
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant" or not tools:
+            continue
+        prompt = _prompt(trace, messages[:i])
+        chosen = [{"role": "assistant", "content": render_turn(m)}]
+        calls = m.get("tool_calls", [])
+        if not calls:
+            needless = _needless_call(tools)
+            if _checked("call_instead_of_answer", needless, {}, tools):
+                pairs.append({"prompt": prompt, "chosen": chosen, "reason": "call_instead_of_answer",
+                              "rejected": [{"role": "assistant", "content": render_call(needless)}]})
+            continue
+        for j, call in enumerate(calls):
+            for reason, bad, raw in _corruptions(call, tools):
+                if not _checked(reason, bad, call, tools):
+                    continue
+                rendered = [render_call(c) for c in calls]
+                rendered[j] = render_call(bad, raw)
+                pairs.append({"prompt": prompt, "chosen": chosen, "reason": reason,
+                              "rejected": [{"role": "assistant", "content": render_turn(m, rendered)}]})
+    return pairs
