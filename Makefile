@@ -37,7 +37,7 @@ demo: install
 	$(FT) export runs/tiny-train --format safetensors --format gguf-q8_0 --format gguf-q4_k_m --out runs/tiny-export
 	$(FT) verify-artifacts runs/tiny-export
 	rm -rf runs/judge-data
-	$(FT) judge data --problems data/sample/problems.jsonl --traces data/sample/openai.jsonl \
+	$(FT) judge data --problems data/judge/problems.jsonl --traces data/sample/openai.jsonl \
 		--traces data/sample/hermes.jsonl --out runs/judge-data --timeout 5
 	@echo "demo done: model runs/tiny-llama, dataset runs/tiny-data, run runs/tiny-train, export runs/tiny-export, judge data runs/judge-data"
 

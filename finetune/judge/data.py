@@ -23,7 +23,7 @@ problems the judge never saw. Output (``--out``)::
 
 Example::
 
-    build(JudgeDataOptions(problems=Path("data/sample/problems.jsonl"), out=Path("runs/judge-data")))
+    build(JudgeDataOptions(problems=Path("data/judge/problems.jsonl"), out=Path("runs/judge-data")))
 """
 
 from __future__ import annotations

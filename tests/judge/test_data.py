@@ -11,7 +11,7 @@ from finetune.judge.data import JudgeDataOptions, build
 from finetune.judge.sandbox import Sandbox
 from tests.conftest import REPO, write_jsonl
 
-PROBLEMS = REPO / "data" / "sample" / "problems.jsonl"
+PROBLEMS = REPO / "data" / "judge" / "problems.jsonl"
 PREFERENCES = [
     {"prompt": "Which is faster?", "chosen": "A dict lookup.", "rejected": "A list scan."},
     {"chosen": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello!"}],
