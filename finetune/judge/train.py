@@ -1,0 +1,128 @@
+"""``finetune judge train``: a reward model (Bradley-Terry, TRL's RewardTrainer) or a generative
+judge (SFT on JSON verdicts, both candidate orders) from ``finetune judge data`` folders.
+
+Reward model: a sequence-classification head with one output on the base (MiniLM, Llama...),
+trained on pairs encoded by :func:`finetune.judge.score.encode`; LoRA trains the adapters and the
+head, and the adapter is merged before saving so the pool loads one plain model. The run folder
+holds ``model/`` (model + tokenizer), ``judge.json`` (kind, base, input layout), ``metrics.jsonl``
+and ``eval.json`` (held-out pairwise accuracy, from :mod:`finetune.judge.evaluate`).
+
+Example::
+
+    run = train_judge(load_recipe("recipes/judge/minilm-reward.yaml", schema=JudgeRecipe))
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from finetune import FinetuneError
+from finetune.judge.recipe import JudgeRecipe
+from finetune.judge.score import encode
+
+
+def load_pairs(folders: list[str]):
+    """train and validation splits of every judge data folder, concatenated."""
+    from datasets import concatenate_datasets, load_from_disk
+
+    splits: dict[str, list] = {"train": [], "validation": []}
+    for folder in folders:
+        if not (Path(folder) / "dataset").exists():
+            raise FinetuneError(f"judge.datasets: {folder} is not a `finetune judge data` folder (no dataset/)")
+        data = load_from_disk(str(Path(folder) / "dataset"))
+        for name in splits:
+            if name in data:
+                splits[name].append(data[name])
+    if not splits["train"]:
+        raise FinetuneError(f"judge.datasets {folders}: no training pairs")
+    return {k: concatenate_datasets(v) if v else None for k, v in splits.items()}
+
+
+def _tokenized(ds, tokenizer, max_length: int):
+    def fn(row):
+        return {"chosen_ids": encode(tokenizer, row["prompt"], row["chosen"], max_length),
+                "rejected_ids": encode(tokenizer, row["prompt"], row["rejected"], max_length)}
+    return ds.map(fn, desc="encode")
+
+
+def _reward_config(recipe: JudgeRecipe, run: Path, precision: str, has_eval: bool):
+    from trl import RewardConfig
+
+    t = recipe.train
+    return RewardConfig(
+        output_dir=str(run / "checkpoints"), learning_rate=t.learning_rate, num_train_epochs=t.num_epochs,
+        per_device_train_batch_size=t.per_device_batch_size, per_device_eval_batch_size=t.per_device_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps, max_steps=t.max_steps,
+        warmup_steps=t.warmup_ratio, lr_scheduler_type=t.lr_scheduler, optim=t.optimizer,  # a ratio when < 1
+        weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm, logging_steps=t.logging_steps,
+        eval_strategy=("steps" if t.eval_steps else "epoch") if has_eval else "no", eval_steps=t.eval_steps,
+        save_strategy="no", seed=t.seed, bf16=precision == "bf16", fp16=precision == "fp16",
+        use_cpu=not torch.cuda.is_available(), report_to=[], disable_tqdm=True, max_length=None,
+        center_rewards_coefficient=recipe.judge.center_rewards_coefficient,
+        gradient_checkpointing=t.gradient_checkpointing,
+    )
+
+
+def _train_reward(recipe: JudgeRecipe, run: Path, show_progress: bool) -> None:
+    from peft import LoraConfig
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    from trl import RewardTrainer
+
+    from finetune.train.callbacks import RunCallback
+    from finetune.train.model import DTYPES
+    from finetune.train.run import resolve_precision
+
+    t, j = recipe.train, recipe.judge
+    precision = resolve_precision(t.precision)
+    pairs = load_pairs(j.datasets)
+    tokenizer = AutoTokenizer.from_pretrained(recipe.model.path)
+    if tokenizer.pad_token is None:
+        raise FinetuneError(f"{recipe.model.path}: the tokenizer has no pad token; give it one (finetune tiny-model does)")
+    model = AutoModelForSequenceClassification.from_pretrained(recipe.model.path, num_labels=1,
+                                                               dtype=DTYPES[precision])
+    model.config.pad_token_id = tokenizer.pad_token_id
+    peft_config = None
+    if t.method == "lora":
+        peft_config = LoraConfig(r=t.lora.r, lora_alpha=t.lora.alpha, lora_dropout=t.lora.dropout,
+                                 target_modules=t.lora.target_modules, use_rslora=t.lora.use_rslora,
+                                 task_type="SEQ_CLS")
+    train_ds = _tokenized(pairs["train"], tokenizer, j.max_length)
+    eval_ds = _tokenized(pairs["validation"], tokenizer, j.max_length) if pairs["validation"] else None
+    trainer = RewardTrainer(model=model, args=_reward_config(recipe, run, precision, eval_ds is not None),
+                            train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
+                            peft_config=peft_config)
+    for cb in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(cb)
+    trainer.add_callback(RunCallback(run, show_progress=show_progress))
+    trainer.train()
+    model = trainer.model
+    if t.method == "lora":
+        model = model.merge_and_unload()
+    model.save_pretrained(str(run / "model"))
+    tokenizer.save_pretrained(str(run / "model"))
+
+
+def train_judge(recipe: JudgeRecipe, show_progress: bool = True) -> Path:
+    """Train the judge the recipe describes; returns the run folder (with eval.json)."""
+    from finetune.judge.evaluate import evaluate
+
+    run = Path(recipe.train.output_dir)
+    if (run / "judge.json").exists():
+        raise FinetuneError(f"{run} already holds a judge; set train.output_dir to a new folder")
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "metrics.jsonl").unlink(missing_ok=True)
+    if recipe.judge.kind == "reward_model":
+        _train_reward(recipe, run, show_progress)
+    else:
+        from finetune.judge.generative import train_generative
+
+        train_generative(recipe, run, show_progress)
+    (run / "judge.json").write_text(json.dumps({
+        "kind": recipe.judge.kind, "base_model": recipe.model.path, "max_length": recipe.judge.max_length,
+        "datasets": recipe.judge.datasets, "recipe": recipe.model_dump()}, indent=2) + "\n")
+    evaluate(run, recipe.judge.datasets, run)
+    return run

