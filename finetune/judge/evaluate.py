@@ -18,7 +18,6 @@ Example::
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -103,9 +102,5 @@ def evaluate(run: Path, datasets: list[str], out: Path) -> dict:
 
         metrics = generative_metrics(run, pairs, out)
     metrics = {"judge": str(run), "kind": info["kind"], "datasets": list(datasets), **metrics}
-    (out / "eval.json").write_text(json.dumps(metrics, indent=2, default=_finite) + "\n")
+    (out / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
-
-
-def _finite(x):
-    return None if isinstance(x, float) and not math.isfinite(x) else str(x)
