@@ -1,7 +1,8 @@
 """What an export starts from, and its weights streamed one tensor at a time, adapter merged in.
 
 A source is a training run folder (``run.json`` names the base model, the method and the
-adapter or full model it saved), a model folder with ``--adapter``, a bare PEFT adapter folder
+adapter or full model it saved), a judge run folder (its merged ``model/``), a model folder with
+``--adapter``, a bare PEFT adapter folder
 (its ``adapter_config.json`` names the base), or a model folder alone. QLoRA runs merge into the
 *16-bit* base the recipe names: the 4-bit copy the adapter was trained against is a quantized
 view of those weights, and re-quantizing a merged model from it would stack two roundings.
@@ -174,6 +175,8 @@ def open_source(path: Path, adapter: Path | None = None, trust_pickle: bool = Fa
             model, adapter = out, None
         else:
             model, adapter = base, out
+    elif (path / "judge.json").exists():  # a judge run: its merged model/ folder
+        model = path / "model"
     elif (path / "adapter_config.json").exists():
         adapter = path
         model = Path(json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path") or "")

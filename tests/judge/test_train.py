@@ -80,6 +80,9 @@ def test_generative_judge(models, judge_data, tmp_path, capsys):
     metrics = json.loads((run / "eval.json").read_text())
     assert {"accuracy", "swap_agreement", "parsed", "by_source"} <= set(metrics)
     assert parse_verdict(verdict(1, 2, "test_failed"), 2) == 1 and parse_verdict("no json", 2) is None
+    from finetune.export.source import open_source
+
+    assert open_source(run).model == run / "model"  # `finetune export` takes a judge run folder
     assert main(["judge", "eval", str(run), "--data", str(judge_data), "--out", str(tmp_path / "ev")]) == 0
     assert "verdict unchanged when candidates swap places" in capsys.readouterr().out
 
