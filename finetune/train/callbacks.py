@@ -69,7 +69,7 @@ class RunCallback(TrainerCallback):
             return
         elapsed = time.perf_counter() - self._t0
         record = {"step": state.global_step, "epoch": state.epoch, **logs}
-        if elapsed > 0 and "loss" in logs:
+        if elapsed > 0 and "loss" in logs and state.num_input_tokens_seen:  # (a reward trainer counts none)
             record["tokens_per_second"] = (state.num_input_tokens_seen - self._tokens0) / elapsed
         with (self.run_dir / "metrics.jsonl").open("a") as fh:
             fh.write(json.dumps(record) + "\n")
