@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="finetune", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Fine-tune Llama-family code models on agent traces and code.",
-        epilog="verbs:\n" + "\n".join(f"  finetune {name:<14} {text}" for name, text in VERBS)
+        epilog="verbs:\n" + "\n".join(f"  finetune {name:<16} {text}" for name, text in VERBS)
         + "\n\n`finetune VERB --help` documents every flag of a verb.")
     p.add_argument("--version", action="version", version=f"finetune {__version__}")
     verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True)
