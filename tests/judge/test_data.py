@@ -29,7 +29,7 @@ PREFERENCES = [
 def built(tmp_path_factory):
     out = tmp_path_factory.mktemp("judge-data")
     prefs = write_jsonl(out / "prefs.jsonl", [json.dumps(p) for p in PREFERENCES])
-    stats = build(JudgeDataOptions(out=out / "data", problems=PROBLEMS, preferences=[prefs], timeout=5))
+    stats = build(JudgeDataOptions(out=out / "data", problems=[PROBLEMS], preferences=[prefs], timeout=5))
     return out / "data", stats
 
 

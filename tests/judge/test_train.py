@@ -21,7 +21,7 @@ def judge_data(tmp_path_factory):
     from finetune.judge.data import JudgeDataOptions, build
 
     out = tmp_path_factory.mktemp("jd") / "data"
-    build(JudgeDataOptions(out=out, problems=REPO / "data" / "judge" / "problems.jsonl", timeout=5,
+    build(JudgeDataOptions(out=out, problems=[REPO / "data" / "judge" / "problems.jsonl"], timeout=5,
                            traces=[SAMPLE / f for f in ("openai.jsonl", "hermes.jsonl", "xlam.json")]))
     return out
 
