@@ -3,9 +3,9 @@
 The safetensors writer streams: every tensor's name, dtype and shape are known before any weight
 is read (from the source's file headers), so each shard's header is written first and tensors
 follow one at a time. ``save_file`` would need a whole shard in memory; here the peak is one
-float32 tensor plus its 16-bit copy. The format is the documented one (8-byte little-endian
-header length, JSON header with ``data_offsets``, 8-byte-aligned header, raw little-endian data)
-and every file is read back with the ``safetensors`` library before the export is called done.
+tensor (float32 where an adapter was merged into it) plus its 16-bit copy. The format is the
+documented one (8-byte little-endian header length, JSON header with ``data_offsets``,
+8-byte-aligned header, raw little-endian data); verification loads the folder with transformers.
 
 Example::
 
@@ -53,7 +53,7 @@ def _shards(src: Source, dtype: torch.dtype, max_bytes: int) -> list[list[tuple[
     return shards
 
 
-def _write_shard(src: Source, path: Path, entries, dtype: torch.dtype, progress) -> None:
+def _write_shard(src: Source, path: Path, entries, dtype: torch.dtype) -> None:
     header, offset = {"__metadata__": {"format": "pt"}}, 0
     for name, shape, nbytes in entries:
         header[name] = {"dtype": _ST_DTYPES[dtype], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
@@ -68,10 +68,9 @@ def _write_shard(src: Source, path: Path, entries, dtype: torch.dtype, progress)
             if data.nbytes != nbytes:
                 raise FinetuneError(f"internal: {name} has {data.nbytes} bytes, planned {nbytes}")
             fh.write(memoryview(data).cast("B"))
-            progress()
 
 
-def write_merged(src: Source, out: Path, dtype: torch.dtype, max_shard_bytes: int, progress=lambda: None) -> Path:
+def write_merged(src: Source, out: Path, dtype: torch.dtype, max_shard_bytes: int) -> Path:
     """A loadable model folder: sharded safetensors + index, config, generation config, tokenizer."""
     out.mkdir(parents=True)
     shards = _shards(src, dtype, max_shard_bytes)
@@ -79,7 +78,7 @@ def write_merged(src: Source, out: Path, dtype: torch.dtype, max_shard_bytes: in
         f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
     weight_map, total = {}, 0
     for file, entries in zip(names, shards, strict=True):
-        _write_shard(src, out / file, entries, dtype, progress)
+        _write_shard(src, out / file, entries, dtype)
         for name, _, nbytes in entries:
             weight_map[name], total = file, total + nbytes
     if len(shards) > 1:

@@ -103,11 +103,6 @@ class Source:
                                 "the adapter or the base weights are corrupt")
         return w
 
-    def trained_dtype(self) -> torch.dtype:
-        """The base model's stored dtype (what ``config.json`` says)."""
-        name = self.config.get("dtype") or self.config.get("torch_dtype") or "float32"
-        return getattr(torch, name)
-
 
 def _finite(w: torch.Tensor) -> bool:
     """NaN/inf check in 16M-element slices: ``isfinite`` on a whole 16-bit embedding allocates

@@ -78,6 +78,10 @@ def _rope_factors(cfg: dict, head_dim: int) -> np.ndarray | None:
     return (1.0 / ((1 - smooth) / factor + smooth)).astype(np.float32)
 
 
+def _head_dim(cfg: dict) -> int:
+    return cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+
+
 def _permute(w: torch.Tensor, heads: int) -> torch.Tensor:
     """Rotate-half row order (HF) -> interleaved pairs (llama.cpp), per head."""
     return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
@@ -245,8 +249,7 @@ def _pre_tokenizer(spec: dict, where: Path) -> str:
 
 def _add_hparams(writer, src: Source, kind: str, name: str) -> None:
     cfg, arch = src.config, src.arch
-    heads = cfg["num_attention_heads"]
-    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // heads
+    heads, head_dim = cfg["num_attention_heads"], _head_dim(cfg)
     writer.add_name(name)
     writer.add_file_type(_types(kind)[1])
     if kind == "q8_0":
@@ -273,7 +276,7 @@ def _add_hparams(writer, src: Source, kind: str, name: str) -> None:
         writer.add_interleave_moe_layer_step(cfg["interleave_moe_layer_step"])
 
 
-def write_gguf(src: Source, path: Path, kind: str, name: str, progress=lambda: None) -> Path:
+def write_gguf(src: Source, path: Path, kind: str, name: str) -> Path:
     """Write ``src`` (adapter merged) as a ``kind`` GGUF (f16, bf16 or q8_0)."""
     import gguf
 
@@ -283,8 +286,7 @@ def write_gguf(src: Source, path: Path, kind: str, name: str, progress=lambda: N
     steps = plan(src, names)
     _add_hparams(writer, src, kind, name)
     _add_tokenizer(writer, src)
-    head_dim = src.config.get("head_dim") or src.config["hidden_size"] // src.config["num_attention_heads"]
-    factors = _rope_factors(src.config, head_dim)
+    factors = _rope_factors(src.config, _head_dim(src.config))
     types = {}
     if factors is not None:
         writer.add_tensor_info("rope_freqs.weight", factors.shape, np.float32, factors.nbytes)
@@ -307,7 +309,6 @@ def write_gguf(src: Source, path: Path, kind: str, name: str, progress=lambda: N
         if cached[0] != hf:  # gate and up experts come from one fused tensor: read it once
             cached = (hf, src.tensor(hf))
         writer.write_tensor_data(_encode(fn(cached[1]), types[gname]))
-        progress()
     writer.close()
     return path
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 from finetune import FinetuneError
 from finetune.judge.recipe import JudgeRecipe
 from finetune.judge.score import encode
@@ -51,19 +49,11 @@ def _tokenized(ds, tokenizer, max_length: int):
 def _reward_config(recipe: JudgeRecipe, run: Path, precision: str, has_eval: bool):
     from trl import RewardConfig
 
-    t = recipe.train
-    return RewardConfig(
-        output_dir=str(run / "checkpoints"), learning_rate=t.learning_rate, num_train_epochs=t.num_epochs,
-        per_device_train_batch_size=t.per_device_batch_size, per_device_eval_batch_size=t.per_device_batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation_steps, max_steps=t.max_steps,
-        warmup_steps=t.warmup_ratio, lr_scheduler_type=t.lr_scheduler, optim=t.optimizer,  # a ratio when < 1
-        weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm, logging_steps=t.logging_steps,
-        eval_strategy=("steps" if t.eval_steps else "epoch") if has_eval else "no", eval_steps=t.eval_steps,
-        save_strategy="no", seed=t.seed, bf16=precision == "bf16", fp16=precision == "fp16",
-        use_cpu=not torch.cuda.is_available(), report_to=[], disable_tqdm=True, max_length=None,
-        center_rewards_coefficient=recipe.judge.center_rewards_coefficient,
-        gradient_checkpointing=t.gradient_checkpointing,
-    )
+    from finetune.train.run import trainer_args
+
+    return RewardConfig(save_strategy="no", max_length=None,  # inputs come encoded (score.encode)
+                        center_rewards_coefficient=recipe.judge.center_rewards_coefficient,
+                        **trainer_args(recipe.train, run / "checkpoints", precision, has_eval))
 
 
 def _train_reward(recipe: JudgeRecipe, run: Path, show_progress: bool) -> None:

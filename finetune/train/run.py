@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from finetune import FinetuneError, __version__
-from finetune.config import Recipe
+from finetune.config import Recipe, Train
 from finetune.train.callbacks import CountingCollator, RunCallback, complete_checkpoints, resume_point
 from finetune.train.data import training_data
 from finetune.train.model import adapter_config, check_targets, is_llama4_moe, load_model
@@ -108,34 +108,43 @@ def _versions() -> dict:
     return out
 
 
+def trainer_args(t: Train, output_dir: Path, precision: str, has_eval: bool) -> dict:
+    """The Trainer arguments a recipe's ``train`` section sets, shared by ``finetune train`` and
+    ``finetune judge train`` (each adds what only its trainer has)."""
+    return dict(
+        output_dir=str(output_dir), per_device_train_batch_size=t.per_device_batch_size,
+        per_device_eval_batch_size=t.per_device_batch_size, gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate, num_train_epochs=t.num_epochs, max_steps=t.max_steps,
+        lr_scheduler_type=t.lr_scheduler, warmup_steps=t.warmup_ratio,  # a ratio when < 1
+        optim=t.optimizer, weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm, seed=t.seed,
+        bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not torch.cuda.is_available(),
+        gradient_checkpointing=t.gradient_checkpointing, logging_steps=t.logging_steps,
+        eval_strategy=("steps" if t.eval_steps else "epoch") if has_eval else "no", eval_steps=t.eval_steps,
+        report_to="none", disable_tqdm=True,
+    )
+
+
 def _sft_config(recipe: Recipe, checkpoints: Path, precision: str, has_eval: bool, moe: bool):
     from trl import SFTConfig
 
     t = recipe.train
-    batch, accum = t.per_device_batch_size, t.gradient_accumulation_steps
+    args = trainer_args(t, checkpoints, precision, has_eval)
     if t.packing and not t.attn_implementation.startswith("flash"):
         # Padding-free batches are one long row: FlashAttention splits it per sample, but sdpa and
         # eager build a (batch x rows)^2 mask and attend over all of it. One packed row per forward,
         # accumulated, is the same update (the loss is normalised by the tokens of the whole update).
-        batch, accum = 1, batch * accum
+        batch = t.per_device_batch_size
+        args.update(per_device_train_batch_size=1, per_device_eval_batch_size=1,
+                    gradient_accumulation_steps=batch * t.gradient_accumulation_steps)
     return SFTConfig(
         # Adapters leave the router frozen, so the load-balancing loss could only bend the adapted
         # layers to re-balance routing the pretrained router already does: off. Full fine-tuning
         # trains the router and keeps the architecture's coefficient.
-        router_aux_loss_coef=0.0 if moe and t.method != "full" else None,
-        output_dir=str(checkpoints), per_device_train_batch_size=batch,
-        per_device_eval_batch_size=batch, gradient_accumulation_steps=accum,
-        learning_rate=t.learning_rate, num_train_epochs=t.num_epochs, max_steps=t.max_steps,
-        lr_scheduler_type=t.lr_scheduler, warmup_steps=t.warmup_ratio, optim=t.optimizer, weight_decay=t.weight_decay,
-        max_grad_norm=t.max_grad_norm, seed=t.seed, data_seed=t.seed,
-        bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not torch.cuda.is_available(),
-        gradient_checkpointing=t.gradient_checkpointing,
+        router_aux_loss_coef=0.0 if moe and t.method != "full" else None, data_seed=t.seed,
         max_length=recipe.data.max_seq_length, packing=t.packing, packing_strategy="bfd", padding_free=t.packing,
-        logging_steps=t.logging_steps, logging_first_step=True,
-        eval_strategy=("steps" if t.eval_steps else "epoch") if has_eval else "no", eval_steps=t.eval_steps,
-        save_strategy="steps" if t.save_steps else "epoch", save_steps=t.save_steps,
+        logging_first_step=True, save_strategy="steps" if t.save_steps else "epoch", save_steps=t.save_steps,
         save_total_limit=t.save_total_limit, include_num_input_tokens_seen="non_padding",
-        report_to="none", disable_tqdm=True, dataloader_num_workers=0,
+        dataloader_num_workers=0, **args,
     )
 
 
