@@ -72,17 +72,24 @@ def train_generative(recipe, run: Path, show_progress: bool) -> None:
     from finetune.judge.train import load_pairs
     from finetune.train.run import train
 
-    pairs = load_pairs(recipe.judge.datasets)
+    from accelerate import PartialState
+
+    state = PartialState()
     verdicts = run / "verdicts.jsonl"
-    verdicts.write_text("".join(json.dumps(r) + "\n" for r in _records(pairs["train"])))
-    prepare(PrepareOptions(model=recipe.model.path, sources=[(str(verdicts), "openai")], out=str(run / "data"),
-                           max_seq_length=recipe.judge.max_length, validation_fraction=0.0,
-                           max_reject_fraction=0.5, chat_template=recipe.model.chat_template))
+    if state.is_main_process:  # under `accelerate launch` one process prepares, the others wait
+        pairs = load_pairs(recipe.judge.datasets)
+        verdicts.write_text("".join(json.dumps(r) + "\n" for r in _records(pairs["train"])))
+        prepare(PrepareOptions(model=recipe.model.path, sources=[(str(verdicts), "openai")], out=str(run / "data"),
+                               max_seq_length=recipe.judge.max_length, validation_fraction=0.0,
+                               max_reject_fraction=0.5, chat_template=recipe.model.chat_template))
+    state.wait_for_everyone()
     sft = Recipe(model=recipe.model, data=Data(sources=[Source(path=str(verdicts), format="openai")]),
                  train=recipe.train.model_copy(update={"datasets": [PreparedSet(path=str(run / "data"))],
                                                        "output_dir": str(run / "sft")}))
     sft_run = train(sft, show_progress=show_progress)
-    _save_plain(recipe, sft_run, run / "model")
+    if state.is_main_process:
+        _save_plain(recipe, sft_run, run / "model")
+    state.wait_for_everyone()
 
 
 def _save_plain(recipe, sft_run: Path, out: Path) -> None:

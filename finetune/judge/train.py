@@ -89,30 +89,47 @@ def _train_reward(recipe: JudgeRecipe, run: Path, show_progress: bool) -> None:
         trainer.remove_callback(cb)
     trainer.add_callback(RunCallback(run, show_progress=show_progress))
     trainer.train()
-    model = trainer.model
-    if t.method == "lora":
-        model = model.merge_and_unload()
-    model.save_pretrained(str(run / "model"))
-    tokenizer.save_pretrained(str(run / "model"))
+    # save_model gathers sharded weights (ZeRO-3), so every process calls it; one process writes the rest.
+    trainer.save_model(str(run / ("adapter" if t.method == "lora" else "model")))
+    if trainer.accelerator.is_main_process:
+        if t.method == "lora":  # one plain model for the pool: the adapter and its head merged in
+            from peft import PeftModel
+
+            base = AutoModelForSequenceClassification.from_pretrained(recipe.model.path, num_labels=1,
+                                                                      dtype=DTYPES[precision])
+            base.config.pad_token_id = tokenizer.pad_token_id
+            PeftModel.from_pretrained(base, str(run / "adapter")).merge_and_unload().save_pretrained(
+                str(run / "model"))
+        (run / "model" / "training_args.bin").unlink(missing_ok=True)  # a pickle; judge.json holds the recipe
+        tokenizer.save_pretrained(str(run / "model"))
+    trainer.accelerator.wait_for_everyone()
 
 
 def train_judge(recipe: JudgeRecipe, show_progress: bool = True) -> Path:
     """Train the judge the recipe describes; returns the run folder (with eval.json)."""
     from finetune.judge.evaluate import evaluate
 
+    from accelerate import PartialState
+
+    state = PartialState()  # one process, or each of `accelerate launch`'s
     run = Path(recipe.train.output_dir)
     if (run / "judge.json").exists():
         raise FinetuneError(f"{run} already holds a judge; set train.output_dir to a new folder")
-    run.mkdir(parents=True, exist_ok=True)
-    (run / "metrics.jsonl").unlink(missing_ok=True)
+    if state.is_main_process:
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "metrics.jsonl").unlink(missing_ok=True)
+    state.wait_for_everyone()
     if recipe.judge.kind == "reward_model":
         _train_reward(recipe, run, show_progress)
     else:
         from finetune.judge.generative import train_generative
 
         train_generative(recipe, run, show_progress)
-    (run / "judge.json").write_text(json.dumps({
-        "kind": recipe.judge.kind, "base_model": recipe.model.path, "max_length": recipe.judge.max_length,
-        "datasets": recipe.judge.datasets, "recipe": recipe.model_dump()}, indent=2) + "\n")
-    evaluate(run, recipe.judge.datasets, run)
+    if state.is_main_process:
+        (run / "judge.json").write_text(json.dumps({
+            "kind": recipe.judge.kind, "base_model": recipe.model.path, "max_length": recipe.judge.max_length,
+            "datasets": recipe.judge.datasets, "world_size": state.num_processes,
+            "recipe": recipe.model_dump()}, indent=2) + "\n")
+        evaluate(run, recipe.judge.datasets, run)
+    state.wait_for_everyone()
     return run
