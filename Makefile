@@ -51,7 +51,14 @@ demo: install
 	$(FT) pool build recipes/pool/demo.yaml --out runs/pool/manifest.json
 	$(FT) pool verify runs/pool/manifest.json
 	$(FT) pool render runs/pool/manifest.json --backend llamacpp --out runs/pool/llamacpp
-	@echo "demo done: model runs/tiny-llama, dataset runs/tiny-data, run runs/tiny-train, export runs/tiny-export, judge data runs/judge-data, judge runs/judge, pool runs/pool (manifest.json, llamacpp/)"
+	@# Serve the pool for a moment (its GGUF members start as llama.cpp servers) and send one request.
+	$(FT) pool serve runs/pool/manifest.json --port 8765 > runs/pool/gateway.log 2>&1 & pid=$$!; \
+	for i in $$(seq 180); do curl -sf localhost:8765/healthz > /dev/null && break; sleep 1; done; \
+	curl -sf localhost:8765/v1/chat/completions -H 'content-type: application/json' -d '{"model": "demo-pool", \
+	  "max_tokens": 16, "messages": [{"role": "user", "content": "Write a Python function that reverses a list."}]}' \
+	  | $(PY) -c "import json, sys; print('fusion record:', json.dumps(json.load(sys.stdin)['fusion'], indent=2))"; \
+	rc=$$?; kill $$pid; wait $$pid; exit $$rc
+	@echo "demo done: model runs/tiny-llama, dataset runs/tiny-data, run runs/tiny-train, export runs/tiny-export, judge data runs/judge-data, judge runs/judge, pool runs/pool (manifest.json, llamacpp/, gateway.log)"
 
 test: install
 	$(PY) -m pytest -q

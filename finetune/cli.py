@@ -231,6 +231,20 @@ def cmd_pool_render(args) -> int:
     return 0
 
 
+def cmd_pool_serve(args) -> int:
+    import os
+
+    from finetune.pool.gateway import serve
+
+    key = None
+    if args.api_key_env:
+        key = os.environ.get(args.api_key_env)
+        if not key:
+            raise FinetuneError(f"--api-key-env {args.api_key_env}: that environment variable is empty or unset")
+    serve(args.manifest, host=args.host, port=args.port, api_key=key)
+    return 0
+
+
 VERBS = [
     ("validate", "check a recipe (every problem at once, exit 2 on any)"),
     ("tiny-model", "write a tiny random Llama / Llama 4 MoE model with a real tokenizer"),
@@ -245,6 +259,7 @@ VERBS = [
     ("pool build", "exported artifacts, judge run and endpoints -> fusion manifest (JSON, versioned schema)"),
     ("pool verify", "check a manifest's schema and every file's size and sha256"),
     ("pool render", "serving configuration for vllm, llamacpp, ollama, sglang, tgi or litellm"),
+    ("pool serve", "OpenAI-compatible gateway: every member at once, the judge decides (best_of/merge/debate)"),
 ]
 
 
@@ -373,6 +388,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", type=Path, required=True, help="new folder for the scripts, README and manifest")
     pr.add_argument("--port", type=int, default=8101, help="port of the first server; the rest follow (default 8101)")
     pr.set_defaults(func=cmd_pool_render)
+    ps = pverbs.add_parser("serve", help="run the pool behind an OpenAI-compatible API (/v1/chat/completions)")
+    ps.add_argument("manifest", type=Path, help="manifest JSON (from `pool build`, or a render folder's)")
+    ps.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    ps.add_argument("--port", type=int, default=8000, help="listen port (default 8000)")
+    ps.add_argument("--api-key-env", metavar="VAR", help="require `Authorization: Bearer $VAR` on every request")
+    ps.set_defaults(func=cmd_pool_serve)
     return p
 
 

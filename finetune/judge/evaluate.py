@@ -65,7 +65,7 @@ def _calibration(diffs: np.ndarray, out: Path) -> list[dict]:
 def _reward_metrics(run: Path, pairs, out: Path) -> dict:
     from finetune.judge.score import RewardJudge
 
-    judge = RewardJudge(run)
+    judge = RewardJudge.from_run(run)
     start = time.perf_counter()
     chosen = judge.score(pairs["prompt"], pairs["chosen"])
     rejected = judge.score(pairs["prompt"], pairs["rejected"])

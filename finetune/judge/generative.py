@@ -67,12 +67,12 @@ def _records(pairs) -> list[dict]:
 
 
 def train_generative(recipe, run: Path, show_progress: bool) -> None:
+    from accelerate import PartialState
+
     from finetune.config import Data, PreparedSet, Recipe, Source
     from finetune.data.prepare import PrepareOptions, prepare
     from finetune.judge.train import load_pairs
     from finetune.train.run import train
-
-    from accelerate import PartialState
 
     state = PartialState()
     verdicts = run / "verdicts.jsonl"

@@ -12,7 +12,7 @@ out as it was trained on:
 
 Example::
 
-    judge = RewardJudge(Path("runs/judge"))
+    judge = RewardJudge.from_run(Path("runs/judge"))
     judge.score([prompt, prompt], [answer_a, answer_b])   # [1.7, -0.4]
 """
 
@@ -45,21 +45,26 @@ def encode(tokenizer, prompt: list[dict], answer: list[dict], max_length: int) -
 
 
 class RewardJudge:
-    """A trained reward-model judge (``runs/<judge>/model`` + ``judge.json``)."""
+    """A trained reward-model judge: its ``model/`` folder and the input length it was trained with."""
 
-    def __init__(self, run: Path, device: str | None = None):
+    def __init__(self, model_dir: Path, max_length: int, device: str | None = None):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        run = Path(run)
-        info = run / "judge.json"
+        self.max_length = max_length
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        self.model = AutoModelForSequenceClassification.from_pretrained(str(model_dir)).to(self.device).eval()
+
+    @classmethod
+    def from_run(cls, run: Path, device: str | None = None) -> RewardJudge:
+        """The judge of a `finetune judge train` run folder (``model/`` + ``judge.json``)."""
+        info = Path(run) / "judge.json"
         if not info.exists():
             raise FinetuneError(f"{run} is not a judge run folder (no judge.json); train one with `finetune judge train`")
-        self.info = json.loads(info.read_text())
-        if self.info["kind"] != "reward_model":
-            raise FinetuneError(f"{run} holds a {self.info['kind']} judge, not a reward model")
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.tokenizer = AutoTokenizer.from_pretrained(str(run / "model"))
-        self.model = AutoModelForSequenceClassification.from_pretrained(str(run / "model")).to(self.device).eval()
+        meta = json.loads(info.read_text())
+        if meta["kind"] != "reward_model":
+            raise FinetuneError(f"{run} holds a {meta['kind']} judge, not a reward model")
+        return cls(Path(run) / "model", meta["max_length"], device)
 
     @torch.no_grad()
     def score(self, prompts: list[list[dict]], answers: list[list[dict]], batch_size: int = 16) -> list[float]:
@@ -67,7 +72,7 @@ class RewardJudge:
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         out = []
         for start in range(0, len(prompts), batch_size):
-            rows = [encode(self.tokenizer, p, a, self.info["max_length"])
+            rows = [encode(self.tokenizer, p, a, self.max_length)
                     for p, a in zip(prompts[start:start + batch_size], answers[start:start + batch_size], strict=True)]
             width = max(map(len, rows))
             ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=self.device)

@@ -69,20 +69,44 @@ def signature(tool: dict) -> str:
     return f"{tool['name']}({', '.join(args)})" + (f" - {desc}" if desc else "")
 
 
-def _system(trace: dict, messages: list[dict]) -> list[dict]:
-    tools = "\n".join(signature(t) for t in trace["tools"])
+def _canonical_call(call: dict) -> dict:
+    """A tool call as the toolkit holds it ({name, arguments: dict}) from either that or the OpenAI
+    wire form ({function: {name, arguments: JSON text}})."""
+    f = call.get("function", call)
+    args = f.get("arguments")
+    if isinstance(args, str):
+        try:
+            args = json.loads(args) if args.strip() else {}
+        except json.JSONDecodeError:
+            return {"name": f.get("name"), "arguments": args}
+    return {"name": f.get("name"), "arguments": args}
+
+
+def judge_prompt(tools: list[dict], messages: list[dict]) -> list[dict]:
+    """What a judge reads before an answer: one system message (the conversation's own system text,
+    then the tools as signatures), then the conversation with assistant turns rendered as text,
+    calls included. Tools and calls may be in the toolkit's form or the OpenAI wire form; training
+    pairs and the pool's gateway both go through here, so the judge sees one layout."""
+    tools = [t.get("function", t) for t in tools or []]
     first = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
-    text = (first + "\n\n" if first else "") + \
-        "Tools (* = required; call one as <tool_call>{\"name\": ..., \"arguments\": {...}}</tool_call>):\n" + tools
-    return [{"role": "system", "content": text}]
-
-
-def _prompt(trace: dict, upto: list[dict]) -> list[dict]:
-    out = _system(trace, upto)
-    for m in upto:
+    out = []
+    if tools or first:
+        text = first
+        if tools:
+            text = (first + "\n\n" if first else "") + \
+                "Tools (* = required; call one as <tool_call>{\"name\": ..., \"arguments\": {...}}</tool_call>):\n" + \
+                "\n".join(signature(t) for t in tools)
+        out.append({"role": "system", "content": text})
+    for m in messages:
         if m["role"] == "system":
             continue
-        out.append({"role": m["role"], "content": render_turn(m) if m["role"] == "assistant" else m["content"]})
+        if m["role"] == "assistant":
+            calls = [_canonical_call(c) for c in m.get("tool_calls") or []]
+            out.append({"role": "assistant", "content": render_turn(
+                m, [render_call(c) if isinstance(c["arguments"], dict) else render_call(c, c["arguments"])
+                    for c in calls])})
+        else:
+            out.append({"role": m["role"], "content": m.get("content") or ""})
     return out
 
 
@@ -152,7 +176,7 @@ def trace_pairs(trace: dict) -> list[dict]:
     for i, m in enumerate(messages):
         if m["role"] != "assistant" or not tools:
             continue
-        prompt = _prompt(trace, messages[:i])
+        prompt = judge_prompt(trace["tools"], messages[:i])
         chosen = [{"role": "assistant", "content": render_turn(m)}]
         calls = m.get("tool_calls", [])
         if not calls:

@@ -107,9 +107,9 @@ def _train_reward(recipe: JudgeRecipe, run: Path, show_progress: bool) -> None:
 
 def train_judge(recipe: JudgeRecipe, show_progress: bool = True) -> Path:
     """Train the judge the recipe describes; returns the run folder (with eval.json)."""
-    from finetune.judge.evaluate import evaluate
-
     from accelerate import PartialState
+
+    from finetune.judge.evaluate import evaluate
 
     state = PartialState()  # one process, or each of `accelerate launch`'s
     run = Path(recipe.train.output_dir)

@@ -54,7 +54,7 @@ def test_reward_model_judge(minilm, judge_data, tmp_path):
     assert set(metrics["by_source"]) <= {"code:mutant", "code:candidate", "tools"}
     assert -1 <= metrics["length_score_correlation"] <= 1 and metrics["candidates_per_second"] > 0
     assert (run / "calibration.png").stat().st_size > 1000
-    judge = RewardJudge(run)
+    judge = RewardJudge.from_run(run)
     prompt = [{"role": "user", "content": "Complete add(a, b)."}]
     a, b = judge.score([prompt] * 2, [[{"role": "assistant", "content": "return a + b"}],
                                       [{"role": "assistant", "content": "return a - b"}]])
@@ -137,5 +137,5 @@ def test_reward_judge_trains_under_accelerate_launch_with_two_processes(minilm, 
     assert json.loads((run / "eval.json").read_text())["pairs"] > 10
     from finetune.judge.score import RewardJudge
 
-    judge = RewardJudge(run)  # the merged model (LoRA + head) loads as one plain classifier
+    judge = RewardJudge.from_run(run)  # the merged model (LoRA + head) loads as one plain classifier
     assert not any("lora" in k for k in judge.model.state_dict())

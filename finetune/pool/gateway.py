@@ -1,0 +1,209 @@
+"""``finetune pool serve manifest.json``: the pool behind an OpenAI-compatible HTTP API.
+
+Routes:
+
+* ``POST /v1/chat/completions``: ``model`` is the pool's name (fused) or a member's name (that
+  member alone, for direct use). Tools and ``tool_calls`` use the OpenAI wire format;
+  ``stream: true`` sends the fused answer as server-sent events (``chat.completion.chunk``, the
+  last chunk carries the ``fusion`` record, then ``[DONE]``).
+* ``GET /v1/models``: the pool and each member.
+* ``GET /healthz``: each member's state (its server's ``/v1/models`` within 2 s).
+* ``GET /metrics``: Prometheus text (requests by status, member latency and failures, judge time).
+
+Requests and failures:
+
+* **Key.** With ``--api-key-env VAR``, every request needs ``Authorization: Bearer <$VAR>``;
+  otherwise the answer is 401. The key is never logged.
+* **Limits.** A body over ``max_body_bytes`` gets 413, and ``max_tokens`` above the limit gets
+  400. A pool below its quorum answers 503, with a body naming each member's fault.
+* **Outbound calls.** The gateway only ever calls endpoints named in the manifest.
+* **Errors.** An unexpected error in one request becomes a 500 for that request alone.
+
+Example::
+
+    app = create_app(Pool(Path("runs/pool/llamacpp/manifest.json")), api_key="secret")
+    uvicorn.run(app, host="127.0.0.1", port=8000)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+import uuid
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+from finetune import FinetuneError
+from finetune.pool.runtime import Pool, QuorumError, check_messages
+
+log = logging.getLogger("finetune.pool.gateway")
+
+
+def _error(status: int, message: str, kind: str, **extra) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, **extra}}, status_code=status)
+
+
+class Metrics:
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        self.requests = Counter("finetune_pool_requests", "Chat completion requests by outcome",
+                                ["model", "status"], registry=self.registry)
+        self.member_latency = Histogram("finetune_pool_member_latency_seconds", "Member answer latency",
+                                        ["member"], registry=self.registry)
+        self.member_failures = Counter("finetune_pool_member_failures", "Member answers dropped, by reason",
+                                       ["member", "reason"], registry=self.registry)
+        self.judge_seconds = Histogram("finetune_pool_judge_seconds", "Time the judge took", registry=self.registry)
+        self.request_seconds = Histogram("finetune_pool_request_seconds", "Whole fused request",
+                                         registry=self.registry)
+
+    def record(self, fusion: dict) -> None:
+        for a in fusion.get("members", []):
+            if a["status"] == "ok":
+                self.member_latency.labels(a["member"]).observe(a["latency_s"])
+            else:
+                self.member_failures.labels(a["member"], a["status"]).inc()
+        if "latency_s" in fusion.get("judge", {}):
+            self.judge_seconds.observe(fusion["judge"]["latency_s"])
+
+
+def _chunks(completion: dict, piece: int = 64):
+    """The finished completion as SSE chat.completion.chunk events."""
+    base = {"id": completion["id"], "object": "chat.completion.chunk", "created": completion["created"],
+            "model": completion["model"]}
+    message = completion["choices"][0]["message"]
+    yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]}
+    text = message.get("content") or ""
+    for i in range(0, len(text), piece):
+        yield {**base, "choices": [{"index": 0, "delta": {"content": text[i:i + piece]}, "finish_reason": None}]}
+    if message.get("tool_calls"):
+        calls = [{"index": i, **c} for i, c in enumerate(message["tool_calls"])]
+        yield {**base, "choices": [{"index": 0, "delta": {"tool_calls": calls}, "finish_reason": None}]}
+    yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": completion["choices"][0]["finish_reason"]}],
+           "usage": completion["usage"], "fusion": completion.get("fusion")}
+
+
+def create_app(pool: Pool, api_key: str | None = None, max_body_bytes: int = 1 << 20,
+               max_tokens_limit: int = 4096) -> FastAPI:
+    """The gateway app; it starts the pool (local llama.cpp servers, the judge) and stops it."""
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        await pool.start()
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    app = FastAPI(title=f"finetune pool {pool.manifest.name}", lifespan=lifespan, docs_url=None, redoc_url=None)
+    m = pool.manifest
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        if api_key is not None and request.url.path != "/healthz":
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
+                return _error(401, "missing or wrong API key (Authorization: Bearer ...)", "authentication_error")
+        size = request.headers.get("content-length")
+        if size is not None and (not size.isdigit() or int(size) > max_body_bytes):
+            return _error(413, f"request body over {max_body_bytes} bytes", "invalid_request_error")
+        try:
+            return await call_next(request)
+        except Exception:  # one bad request must not take the gateway down
+            log.exception("request %s failed", request.url.path)
+            return _error(500, "internal error in the gateway; see its log", "server_error")
+
+    @app.get("/v1/models")
+    async def models():
+        now = int(time.time())
+        return {"object": "list", "data": [{"id": m.name, "object": "model", "created": now, "owned_by": "finetune-pool"}]
+                + [{"id": x.name, "object": "model", "created": now, "owned_by": "finetune-pool-member"}
+                   for x in m.members]}
+
+    @app.get("/healthz")
+    async def healthz():
+        async def probe(name, ep):
+            try:
+                r = await pool.client.get(f"{ep.url.rstrip('/')}/models", timeout=2.0)
+                return name, "up" if r.status_code == 200 else f"HTTP {r.status_code}"
+            except httpx.HTTPError as exc:
+                return name, f"down ({type(exc).__name__})"
+        states = dict(await asyncio.gather(*(probe(n, ep) for n, ep in pool.endpoints.items())))
+        up = sum(s == "up" for s in states.values())
+        ok = up >= m.fusion.quorum
+        return JSONResponse({"status": "ok" if ok else "degraded", "quorum": m.fusion.quorum, "members": states},
+                            status_code=200 if ok else 503)
+
+    @app.get("/metrics")
+    async def prometheus():
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        raw = await request.body()
+        if len(raw) > max_body_bytes:
+            return _error(413, f"request body over {max_body_bytes} bytes", "invalid_request_error")
+        try:
+            body = json.loads(raw)
+            if not isinstance(body, dict):
+                raise ValueError("not an object")
+            messages, tools = check_messages(body)
+        except (ValueError, FinetuneError) as exc:
+            return _error(400, f"bad request: {exc}", "invalid_request_error")
+        model = body.get("model") or m.name
+        max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
+        if max_tokens is not None and (not isinstance(max_tokens, int) or not 0 < max_tokens <= max_tokens_limit):
+            return _error(400, f"max_tokens must be an integer from 1 to {max_tokens_limit}", "invalid_request_error")
+        params = {k: body[k] for k in ("temperature", "top_p", "stop", "seed", "tool_choice") if k in body}
+        if max_tokens is not None:
+            params["max_tokens"] = max_tokens
+        start = time.perf_counter()
+        if model != m.name:  # direct use of one member
+            if model not in pool.endpoints:
+                return _error(404, f"no model {model!r}; this gateway serves {m.name!r} and its members "
+                                   f"{sorted(pool.endpoints)}", "invalid_request_error")
+            answer = await pool.ask(model, messages, tools, params)
+            metrics.record({"members": [{"member": model, "status": answer.status, "latency_s": answer.latency_s}]})
+            if answer.status != "ok":
+                metrics.requests.labels(model, "502").inc()
+                return _error(502, f"{model}: {answer.status} ({answer.error})", "upstream_error")
+            completion = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
+                          "created": int(time.time()), "model": model, "usage": answer.usage,
+                          "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.content or None,
+                                                               **({"tool_calls": answer.tool_calls}
+                                                                  if answer.tool_calls else {})},
+                                       "finish_reason": "tool_calls" if answer.tool_calls else "stop"}]}
+        else:
+            try:
+                completion = await pool.complete(messages, tools, **params)
+            except QuorumError as exc:
+                metrics.record(exc.record)
+                metrics.requests.labels(model, "503").inc()
+                return _error(503, f"pool {m.name}: {exc}", "quorum_not_met", fusion=exc.record)
+            metrics.record(completion["fusion"])
+        metrics.requests.labels(model, "200").inc()
+        metrics.request_seconds.observe(time.perf_counter() - start)
+        if body.get("stream"):
+            async def events():
+                for chunk in _chunks(completion):
+                    yield f"data: {json.dumps(chunk)}\n\n"
+                yield "data: [DONE]\n\n"
+            return StreamingResponse(events(), media_type="text/event-stream")
+        return completion
+
+    return app
+
+
+def serve(manifest, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None) -> None:
+    """Run the gateway until interrupted (local llama.cpp members start first and stop with it)."""
+    import uvicorn
+
+    app = create_app(Pool(manifest), api_key=api_key)
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=True)

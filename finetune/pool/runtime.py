@@ -1,0 +1,425 @@
+"""The fusion runtime: one request in, every member asked at once, the judge decides, one answer out.
+
+``Pool`` loads a manifest, starts llama.cpp servers (llama-cpp-python's) for members that are
+local GGUF artifacts and talks to the others at their manifest ``endpoint`` over HTTP (httpx);
+nothing else is ever called. ``await pool.complete(messages, tools)`` returns an OpenAI
+``chat.completion`` with a ``fusion`` record: every member's answer, status, latency and usage,
+the judge's scores or verdict, the mode and the total time.
+
+* **Members in parallel.** Each call is bounded by ``fusion.member_timeout_s``. A member that
+  errors, times out, returns garbage or an invalid tool call is dropped and reported with the
+  reason. Once the quorum has answered, ``early_finish_grace_s`` bounds the wait for the rest,
+  and stragglers are cancelled. Below the quorum, :class:`QuorumError` is raised (``fail``), or
+  whatever came back is used (``best_available``, flagged).
+* **Tool calls.** They are read from the wire ``tool_calls``, or parsed from the text in the
+  pool's format (llama.cpp's server returns it as text). They are validated against the request's
+  tool schemas with the same checker ``data prepare`` uses. An invalid call never wins, and tool
+  calls are chosen, never merged.
+* **Modes.** ``best_of``: a reward-model judge scores each answer, or a generative judge names a
+  winner. ``merge``: a generative judge writes one answer from the candidates. ``debate``: for
+  ``debate_rounds`` rounds each member sees the others' latest answers and may revise, then the
+  judge picks.
+
+Example::
+
+    async with Pool(Path("runs/pool/manifest.json")) as pool:
+        out = await pool.complete([{"role": "user", "content": "Reverse a list in Python."}])
+        print(out["choices"][0]["message"]["content"], out["fusion"]["winner"])
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+
+from finetune import FinetuneError
+from finetune.data.formats import RecordError
+from finetune.data.templates import TEMPLATES
+from finetune.data.validate import _check_call
+from finetune.pool.manifest import Endpoint, Manifest, load_manifest
+
+
+class QuorumError(Exception):
+    """Fewer valid answers than the quorum; ``record`` says what each member did."""
+
+    def __init__(self, message: str, record: dict):
+        super().__init__(message)
+        self.record = record
+
+
+@dataclass
+class Answer:
+    member: str
+    status: str = "pending"  # ok | timeout | error | garbage | invalid_tool_call | cancelled
+    content: str = ""
+    tool_calls: list[dict] = field(default_factory=list)  # OpenAI wire form
+    latency_s: float = 0.0
+    usage: dict = field(default_factory=dict)
+    error: str | None = None
+    round: int = 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wire_tools(tools: list[dict] | None) -> dict[str, dict]:
+    """name -> {name, parameters} from OpenAI request tools."""
+    out = {}
+    for t in tools or []:
+        f = t.get("function", t)
+        out[f["name"]] = {"name": f["name"], "parameters": f.get("parameters") or {"type": "object"}}
+    return out
+
+
+def read_answer(answer: Answer, data, tool_format: str, tools: list[dict] | None) -> Answer:
+    """Fill ``answer`` from a member's chat.completion body: text, tool calls (wire or parsed from
+    the text), usage; the status says why an answer cannot be used."""
+    try:
+        message = data["choices"][0]["message"]
+        content = message.get("content") or ""
+        calls = list(message.get("tool_calls") or [])
+        if not isinstance(content, str):
+            raise TypeError("content is not text")
+    except (KeyError, IndexError, TypeError, AttributeError) as exc:
+        answer.status, answer.error = "garbage", f"not a chat completion ({type(exc).__name__}: {exc})"
+        return answer
+    if not calls and tools and tool_format in TEMPLATES:
+        try:
+            content, parsed = TEMPLATES[tool_format].parse(content)
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            answer.status, answer.error = "invalid_tool_call", f"unreadable tool call in the text ({exc})"
+            return answer
+        calls = [{"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function",
+                  "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])}} for c in parsed]
+    answer.content, answer.tool_calls = content, calls
+    answer.usage = data.get("usage") or {}
+    if calls:
+        schemas = _wire_tools(tools)
+        if not schemas:
+            answer.status, answer.error = "invalid_tool_call", "tool call, but the request offers no tools"
+            return answer
+        for c in calls:
+            f = c.get("function") or {}
+            try:
+                _check_call({"name": f.get("name"), "arguments": f.get("arguments")}, schemas, "tool call")
+            except RecordError as exc:
+                answer.status, answer.error = "invalid_tool_call", f"{exc.reason}: {exc}"
+                return answer
+    elif not content.strip():
+        answer.status, answer.error = "garbage", "empty answer"
+        return answer
+    answer.status = "ok"
+    return answer
+
+
+def as_judged(answer: Answer) -> list[dict]:
+    """An answer as the judge reads it: its text with calls rendered as <tool_call> lines."""
+    from finetune.judge.tools import judge_prompt
+
+    return judge_prompt([], [{"role": "assistant", "content": answer.content, "tool_calls": answer.tool_calls}])
+
+
+class Pool:
+    """A running fusion pool (see the module docstring)."""
+
+    def __init__(self, manifest_path: Path, client: httpx.AsyncClient | None = None):
+        self.manifest_path = Path(manifest_path)
+        self.manifest: Manifest = load_manifest(self.manifest_path)
+        self.client = client
+        self.endpoints: dict[str, Endpoint] = {m.name: m.endpoint for m in self.manifest.members if m.endpoint}
+        self.judge_endpoint = self.manifest.judge.endpoint
+        self.reward = None
+        self.procs: list[subprocess.Popen] = []
+
+    async def __aenter__(self):
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.close()
+
+    async def start(self) -> None:
+        """Start llama.cpp servers for local members (and a local generative judge); load a reward judge."""
+        self.client = self.client or httpx.AsyncClient(limits=httpx.Limits(max_connections=1000))
+        m = self.manifest
+        local = [x for x in m.members if x.endpoint is None]
+        if local or (m.judge.kind == "generative" and m.judge.endpoint is None):
+            await asyncio.to_thread(self._start_local)
+        if m.judge.kind == "reward_model":
+            from finetune.judge.score import RewardJudge
+            from finetune.pool.manifest import artifact_root
+
+            art = next(a for a in m.judge.artifacts if a.format == "safetensors" and a.root)
+            model_dir = artifact_root(self.manifest_path, art) / art.path
+            self.reward = await asyncio.to_thread(RewardJudge, model_dir, m.judge.max_length)
+
+    def _start_local(self) -> None:
+        from finetune.pool.backends import Paths, plan_llamacpp
+
+        here = self.manifest_path.resolve().parent
+        plan = plan_llamacpp(self.manifest, Paths(self.manifest_path, here), port=0)
+        try:
+            for server in plan.servers:
+                port = _free_port()
+                argv = [sys.executable if a.startswith("$") else a for a in server.argv]
+                argv[argv.index("--port") + 1] = str(port)
+                self.procs.append(subprocess.Popen(argv, cwd=here, stdout=subprocess.DEVNULL,
+                                                   stderr=subprocess.DEVNULL, start_new_session=True))
+                for who, model in server.serves.items():
+                    ep = Endpoint(url=f"http://127.0.0.1:{port}/v1", model=model)
+                    if who == "judge":
+                        self.judge_endpoint = ep
+                    else:
+                        self.endpoints[who] = ep
+                deadline = time.time() + 180
+                while True:
+                    if self.procs[-1].poll() is not None:
+                        raise FinetuneError(f"the llama.cpp server for {server.name} exited "
+                                            f"({self.procs[-1].returncode}); run {' '.join(argv)} to see why")
+                    try:
+                        if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        pass
+                    if time.time() > deadline:
+                        raise FinetuneError(f"the llama.cpp server for {server.name} did not answer in 180 s")
+                    time.sleep(0.3)
+        except BaseException:
+            self._stop_local()
+            raise
+
+    def _stop_local(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                os.killpg(p.pid, 15)
+        for p in self.procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, 9)
+        self.procs = []
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._stop_local)
+        if self.client is not None:
+            await self.client.aclose()
+
+    # -- calling models -------------------------------------------------------------------------
+
+    async def _chat(self, ep: Endpoint, body: dict, timeout: float) -> dict:
+        headers = {}
+        if ep.api_key_env:
+            headers["Authorization"] = f"Bearer {os.environ.get(ep.api_key_env, '')}"
+        r = await self.client.post(f"{ep.url.rstrip('/')}/chat/completions", json={**body, "model": ep.model},
+                                   headers=headers, timeout=timeout)
+        r.raise_for_status()
+        return r.json()
+
+    async def ask(self, member: str, messages: list[dict], tools: list[dict] | None, params: dict,
+                  round_: int = 0) -> Answer:
+        """One member's answer, never raising: failures are in the status."""
+        spec = next(x for x in self.manifest.members if x.name == member)
+        answer = Answer(member, round=round_)
+        body = {"messages": messages, "temperature": spec.sampling.temperature, "top_p": spec.sampling.top_p,
+                "max_tokens": spec.sampling.max_tokens, **({"stop": spec.sampling.stop} if spec.sampling.stop else {}),
+                **params, "stream": False}
+        if tools:
+            body["tools"] = tools
+        timeout = self.manifest.fusion.member_timeout_s
+        start = time.perf_counter()
+        try:
+            data = await asyncio.wait_for(self._chat(self.endpoints[member], body, timeout), timeout)
+            read_answer(answer, data, self.manifest.tool_call_format, tools)
+        except (TimeoutError, httpx.TimeoutException):
+            answer.status, answer.error = "timeout", f"no answer within {timeout:g} s"
+        except asyncio.CancelledError:
+            answer.status, answer.error = "cancelled", "the quorum had answered and the grace period passed"
+        except httpx.HTTPStatusError as exc:
+            answer.status, answer.error = "error", f"HTTP {exc.response.status_code}: {exc.response.text[:200]}"
+        except (httpx.HTTPError, OSError) as exc:
+            answer.status, answer.error = "error", f"{type(exc).__name__}: {exc}"
+        except ValueError as exc:  # the body is not JSON
+            answer.status, answer.error = "garbage", f"not JSON ({exc})"
+        answer.latency_s = round(time.perf_counter() - start, 4)
+        return answer
+
+    async def _round(self, asks: dict[str, tuple[list[dict], int]], tools, params) -> list[Answer]:
+        """Ask members in parallel; stop waiting once the quorum plus grace is reached."""
+        f = self.manifest.fusion
+        tasks = {asyncio.create_task(self.ask(name, msgs, tools, params, r)): name for name, (msgs, r) in asks.items()}
+        done_answers: list[Answer] = []
+        pending = set(tasks)
+        deadline = None
+        while pending:
+            timeout = None if deadline is None else max(0.0, deadline - time.perf_counter())
+            done, pending = await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            done_answers += [t.result() for t in done]
+            if not done:  # grace period over
+                break
+            valid = sum(a.status == "ok" for a in done_answers)
+            if deadline is None and f.early_finish_grace_s and valid >= f.quorum:
+                deadline = time.perf_counter() + f.early_finish_grace_s
+        for t in pending:
+            t.cancel()
+        for t in pending:
+            try:
+                done_answers.append(await t)  # ask() turns the cancellation into a "cancelled" answer
+            except asyncio.CancelledError:  # cancelled before it ever ran
+                done_answers.append(Answer(tasks[t], "cancelled", error="cancelled before it started"))
+        order = list(asks)
+        return sorted(done_answers, key=lambda a: order.index(a.member))
+
+    # -- the judge --------------------------------------------------------------------------------
+
+    async def _pick(self, messages, tools, candidates: list[Answer]) -> tuple[int, dict]:
+        """Index of the winning candidate and what the judge said."""
+        from finetune.judge.tools import judge_prompt
+
+        start = time.perf_counter()
+        prompt = judge_prompt(tools or [], messages)
+        if self.reward is not None:
+            scores = await asyncio.to_thread(self.reward.score, [prompt] * len(candidates),
+                                             [as_judged(a) for a in candidates])
+            best = max(range(len(candidates)), key=lambda i: scores[i])
+            return best, {"kind": "reward_model", "scores": {a.member: round(s, 4) for a, s in
+                                                             zip(candidates, scores, strict=True)},
+                          "latency_s": round(time.perf_counter() - start, 4)}
+        from finetune.judge.generative import parse_verdict, verdict_prompt
+
+        record = {"kind": "generative"}
+        text = await self._generate(verdict_prompt(prompt, [as_judged(a) for a in candidates]), record)
+        winner = parse_verdict(text, len(candidates)) if text is not None else None
+        if winner is None:  # an unusable verdict: the cheapest valid answer, and the record says so
+            winner = min(range(len(candidates)), key=lambda i: self._cost(candidates[i].member))
+            record["fallback"] = "no usable verdict; the cheapest valid answer was taken"
+        record.update(verdict=text, latency_s=round(time.perf_counter() - start, 4))
+        return winner, record
+
+    def _cost(self, member: str) -> float:
+        return next(x.cost for x in self.manifest.members if x.name == member)
+
+    async def _generate(self, messages: list[dict], record: dict, max_tokens: int = 256) -> str | None:
+        try:
+            data = await self._chat(self.judge_endpoint, {"messages": messages, "temperature": 0.0,
+                                                          "max_tokens": max_tokens},
+                                    self.manifest.fusion.member_timeout_s)
+            return data["choices"][0]["message"]["content"] or ""
+        except (httpx.HTTPError, KeyError, IndexError, TypeError, ValueError) as exc:
+            record["error"] = f"{type(exc).__name__}: {exc}"
+            return None
+
+    async def _merge(self, messages, tools, candidates: list[Answer]) -> tuple[str | None, dict]:
+        from finetune.judge.tools import judge_prompt
+
+        t = self.manifest.judge.templates
+        start = time.perf_counter()
+        task = t["task"].format(task="\n".join(f"{m['role']}: {m['content']}"
+                                               for m in judge_prompt(tools or [], messages)))
+        parts = [task] + [t["candidate"].format(letter="ABCDEFGH"[i], answer=a.content)
+                          for i, a in enumerate(candidates)]
+        record = {"kind": "generative"}
+        text = await self._generate([{"role": "system", "content": t["merge"]},
+                                     {"role": "user", "content": "\n\n".join(parts)}], record, max_tokens=1024)
+        record["latency_s"] = round(time.perf_counter() - start, 4)
+        return (text if text and text.strip() else None), record
+
+    # -- one request ------------------------------------------------------------------------------
+
+    async def complete(self, messages: list[dict], tools: list[dict] | None = None, **params) -> dict:
+        """The fused answer as an OpenAI chat.completion with a ``fusion`` record (see the module
+        docstring); raises :class:`QuorumError` when too few members gave a usable answer."""
+        m, f = self.manifest, self.manifest.fusion
+        start = time.perf_counter()
+        names = [x.name for x in m.members]
+        answers = await self._round({n: (messages, 0) for n in names}, tools, params)
+        history = list(answers)
+        if f.mode == "debate":
+            for r in range(1, f.debate_rounds + 1):
+                latest = {a.member: a for a in answers if a.status == "ok"}
+                if len(latest) < 2:
+                    break
+                asks = {n: (messages + [{"role": "assistant", "content": a.content or json.dumps(a.tool_calls)},
+                                        {"role": "user", "content": _debate_prompt(n, latest)}], r)
+                        for n, a in latest.items()}
+                revised = await self._round(asks, tools, params)
+                history += revised
+                answers = [next((x for x in revised if x.member == a.member and x.status == "ok"), a)
+                           for a in answers]
+        valid = [a for a in answers if a.status == "ok"]
+        record = {"mode": f.mode, "quorum": f.quorum, "members": [_public(a) for a in history]}
+        if len(valid) < f.quorum and (f.below_quorum == "fail" or not valid):
+            record["total_latency_s"] = round(time.perf_counter() - start, 4)
+            raise QuorumError(f"{len(valid)} usable answer(s), quorum {f.quorum}: " + "; ".join(
+                f"{a.member}: {a.status}" + (f" ({a.error})" if a.error else "") for a in answers
+                if a.status != "ok"), record)
+        record["below_quorum"] = len(valid) < f.quorum
+        if f.mode == "merge" and not any(a.tool_calls for a in valid) and len(valid) > 1:
+            text, record["judge"] = await self._merge(messages, tools, valid)
+            if text is not None:
+                message, winner = {"role": "assistant", "content": text}, "merged"
+            else:
+                record["judge"]["fallback"] = "the merge failed; the cheapest valid answer was taken"
+                best = min(valid, key=lambda a: self._cost(a.member))
+                message, winner = _message(best), best.member
+        else:
+            if f.mode == "merge" and len(valid) > 1:
+                record["merge_skipped"] = "tool-call answers are chosen, never merged"
+            if len(valid) == 1:
+                index, record["judge"] = 0, {"kind": m.judge.kind, "skipped": "one valid answer"}
+            else:
+                index, record["judge"] = await self._pick(messages, tools, valid)
+            message, winner = _message(valid[index]), valid[index].member
+        record["winner"] = winner
+        record["total_latency_s"] = round(time.perf_counter() - start, 4)
+        usage = {k: sum(int(a.usage.get(k) or 0) for a in history) for k in
+                 ("prompt_tokens", "completion_tokens", "total_tokens")}
+        return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
+                "model": m.name, "choices": [{"index": 0, "message": message,
+                                              "finish_reason": "tool_calls" if message.get("tool_calls") else "stop"}],
+                "usage": usage, "fusion": record}
+
+
+def _message(a: Answer) -> dict:
+    out = {"role": "assistant", "content": a.content if a.content or not a.tool_calls else None}
+    if a.tool_calls:
+        out["tool_calls"] = a.tool_calls
+    return out
+
+
+def _public(a: Answer) -> dict:
+    d = asdict(a)
+    d["answer"] = {"content": d.pop("content"), "tool_calls": d.pop("tool_calls")}
+    return d
+
+
+def _debate_prompt(me: str, latest: dict[str, Answer]) -> str:
+    others = "\n\n".join(f"Answer from {n}:\n{a.content or json.dumps(a.tool_calls)}"
+                         for n, a in latest.items() if n != me)
+    return (f"Other assistants answered the same request:\n\n{others}\n\nIf they show a mistake in your answer, "
+            "give a corrected answer; otherwise give your answer again. Reply with the answer only.")
+
+
+def check_messages(body: dict) -> tuple[list[dict], list[dict] | None]:
+    """The request's messages and tools, or FinetuneError saying what is wrong."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages or not all(
+            isinstance(x, dict) and isinstance(x.get("role"), str) for x in messages):
+        raise FinetuneError("`messages` must be a non-empty list of {role, content} objects")
+    tools = body.get("tools")
+    if tools is not None and (not isinstance(tools, list) or not all(
+            isinstance(t, dict) and isinstance((t.get("function") or {}).get("name"), str) for t in tools)):
+        raise FinetuneError("`tools` must be a list of {type: function, function: {name, parameters}} objects")
+    return messages, tools
