@@ -187,6 +187,9 @@ def create_app(pool: Pool, api_key: str | None = None, max_body_bytes: int = 1 <
                 metrics.record(exc.record)
                 metrics.requests.labels(model, "503").inc()
                 return _error(503, f"pool {m.name}: {exc}", "quorum_not_met", fusion=exc.record)
+            except FinetuneError as exc:
+                metrics.requests.labels(model, "400").inc()
+                return _error(400, str(exc), "invalid_request_error")
             metrics.record(completion["fusion"])
         metrics.requests.labels(model, "200").inc()
         metrics.request_seconds.observe(time.perf_counter() - start)

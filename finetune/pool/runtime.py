@@ -153,7 +153,10 @@ class Pool:
 
     async def start(self) -> None:
         """Start llama.cpp servers for local members (and a local generative judge); load a reward judge."""
-        self.client = self.client or httpx.AsyncClient(limits=httpx.Limits(max_connections=1000))
+        # Idle connections are dropped after 2 s: uvicorn-based servers (llama-cpp-python, vLLM, SGLang)
+        # close theirs after 5 s, and httpx's default of 5 s races them into ReadErrors under load.
+        self.client = self.client or httpx.AsyncClient(limits=httpx.Limits(max_connections=1000,
+                                                                           keepalive_expiry=2.0))
         m = self.manifest
         local = [x for x in m.members if x.endpoint is None]
         if local or (m.judge.kind == "generative" and m.judge.endpoint is None):
@@ -342,6 +345,8 @@ class Pool:
         """The fused answer as an OpenAI chat.completion with a ``fusion`` record (see the module
         docstring); raises :class:`QuorumError` when too few members gave a usable answer."""
         m, f = self.manifest, self.manifest.fusion
+        if tools and m.tool_call_format == "none":
+            raise FinetuneError(f"pool {m.name} was built with `tools: false`; it answers without tools")
         start = time.perf_counter()
         names = [x.name for x in m.members]
         answers = await self._round({n: (messages, 0) for n in names}, tools, params)

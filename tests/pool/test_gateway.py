@@ -241,6 +241,12 @@ def test_key_limits_unknown_models_and_the_key_never_logged(stubs, tmp_path, cap
         assert direct.status_code == 200 and direct.json()["model"] == "a" and "fusion" not in direct.json()
         models = httpx.get(f"{url}/v1/models", headers=auth).json()
         assert [m["id"] for m in models["data"]] == ["pool", "a"]
+    manifest = json.loads((tmp_path / "m.json").read_text())
+    manifest.update(tool_call_format="none")  # a pool built with `tools: false`
+    (tmp_path / "text-only.json").write_text(json.dumps(manifest))
+    with gateway(tmp_path / "text-only.json") as url:
+        r = _post(url, {"messages": ASK, "tools": TOOLS})
+        assert r.status_code == 400 and "tools: false" in r.json()["error"]["message"]
     assert key not in caplog.text
     assert all(req["authorization"] is None for req in a.requests)  # the client's key is not forwarded
 
