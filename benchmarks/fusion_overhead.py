@@ -93,6 +93,12 @@ async def _load(url: str, body: dict, n: int, concurrency: int) -> tuple[list[fl
         return latencies, records, time.perf_counter() - start
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _pct(xs: list[float], q: float) -> float:
     return sorted(xs)[min(len(xs) - 1, int(q * len(xs)))]
 
@@ -144,8 +150,10 @@ def main() -> None:
         asyncio.run(_load(f"http://127.0.0.1:{gw_port}/v1/chat/completions", {**body, "model": "bench"}, 50, 50))
         base_lat, _, base_wall = asyncio.run(_load(f"http://127.0.0.1:{slowest}/v1/chat/completions",
                                                    {**body, "model": "m"}, args.requests, args.concurrency))
+        cpu = _cpu_s(procs[-1].pid)
         pool_lat, records, pool_wall = asyncio.run(_load(f"http://127.0.0.1:{gw_port}/v1/chat/completions",
                                                          {**body, "model": "bench"}, args.requests, args.concurrency))
+        gateway_cpu_ms = 1000 * (_cpu_s(procs[-1].pid) - cpu) / args.requests
     finally:
         for p in procs:
             p.terminate()
@@ -164,7 +172,8 @@ def main() -> None:
                                            "requests_per_s": round(args.requests / base_wall, 1)},
         "pool_gateway": {"p50_ms": round(1000 * _pct(pool_lat, 0.5), 1), "p95_ms": round(1000 * _pct(pool_lat, 0.95), 1),
                          "judge_p50_ms": round(1000 * statistics.median(judge), 1),
-                         "requests_per_s": round(args.requests / pool_wall, 1)},
+                         "requests_per_s": round(args.requests / pool_wall, 1),
+                         "gateway_cpu_ms_per_request": round(gateway_cpu_ms, 2)},
         "orchestration_overhead": {"p50_ms": round(1000 * _pct(overhead, 0.5), 1),
                                    "p95_ms": round(1000 * _pct(overhead, 0.95), 1),
                                    "p50_share_of_slowest_member": round(_pct(overhead, 0.5) / slow, 4),

@@ -89,6 +89,40 @@ def _chunks(completion: dict, piece: int = 64):
            "usage": completion["usage"], "fusion": completion.get("fusion")}
 
 
+class Guard:
+    """API key, body size and a last-resort 500, as plain ASGI (FastAPI's @middleware("http") wraps
+    every response in extra streams: measured 9% of the gateway's CPU)."""
+
+    def __init__(self, app, api_key: str | None, max_body_bytes: int):
+        self.app, self.max_body_bytes = app, max_body_bytes
+        self.expected = f"Bearer {api_key}".encode() if api_key is not None else None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        if self.expected is not None and scope["path"] != "/healthz" and \
+                not hmac.compare_digest(headers.get(b"authorization", b""), self.expected):
+            response = _error(401, "missing or wrong API key (Authorization: Bearer ...)", "authentication_error")
+            return await response(scope, receive, send)
+        size = headers.get(b"content-length", b"0")
+        if not size.isdigit() or int(size) > self.max_body_bytes:
+            response = _error(413, f"request body over {self.max_body_bytes} bytes", "invalid_request_error")
+            return await response(scope, receive, send)
+        started = False
+
+        async def tracked(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception:  # one bad request must not take the gateway down
+            log.exception("request %s failed", scope["path"])
+            if not started:
+                await _error(500, "internal error in the gateway; see its log", "server_error")(scope, receive, send)
+
+
 def create_app(pool: Pool, api_key: str | None = None, max_body_bytes: int = 1 << 20,
                max_tokens_limit: int = 4096) -> FastAPI:
     """The gateway app; it starts the pool (local llama.cpp servers, the judge) and stops it."""
@@ -105,20 +139,7 @@ def create_app(pool: Pool, api_key: str | None = None, max_body_bytes: int = 1 <
     app = FastAPI(title=f"finetune pool {pool.manifest.name}", lifespan=lifespan, docs_url=None, redoc_url=None)
     m = pool.manifest
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        if api_key is not None and request.url.path != "/healthz":
-            given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
-                return _error(401, "missing or wrong API key (Authorization: Bearer ...)", "authentication_error")
-        size = request.headers.get("content-length")
-        if size is not None and (not size.isdigit() or int(size) > max_body_bytes):
-            return _error(413, f"request body over {max_body_bytes} bytes", "invalid_request_error")
-        try:
-            return await call_next(request)
-        except Exception:  # one bad request must not take the gateway down
-            log.exception("request %s failed", request.url.path)
-            return _error(500, "internal error in the gateway; see its log", "server_error")
+    app.add_middleware(Guard, api_key=api_key, max_body_bytes=max_body_bytes)
 
     @app.get("/v1/models")
     async def models():
@@ -131,7 +152,7 @@ def create_app(pool: Pool, api_key: str | None = None, max_body_bytes: int = 1 <
     async def healthz():
         async def probe(name, ep):
             try:
-                r = await pool.client.get(f"{ep.url.rstrip('/')}/models", timeout=2.0)
+                r = await pool.http(ep.url).get(f"{ep.url.rstrip('/')}/models", timeout=2.0)
                 return name, "up" if r.status_code == 200 else f"HTTP {r.status_code}"
             except httpx.HTTPError as exc:
                 return name, f"down ({type(exc).__name__})"
@@ -199,7 +220,7 @@ def create_app(pool: Pool, api_key: str | None = None, max_body_bytes: int = 1 <
                     yield f"data: {json.dumps(chunk)}\n\n"
                 yield "data: [DONE]\n\n"
             return StreamingResponse(events(), media_type="text/event-stream")
-        return completion
+        return JSONResponse(completion)
 
     return app
 
