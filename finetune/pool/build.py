@@ -142,20 +142,21 @@ def _gguf_fields(path: Path) -> dict:
     return out
 
 
-def describe(artifacts: list[Artifact], folder_of) -> tuple[str | None, int | None]:
-    """(chat template, context length) from the first artifact that has them."""
+def describe(artifacts: list[Artifact], folder: Path) -> tuple[str | None, int | None]:
+    """(chat template, context length) from the first of an export folder's artifacts that has them."""
     for a in artifacts:
-        path = folder_of(a) / a.path
+        path = folder / a.path
         if a.format.startswith("gguf-") and a.format != "gguf-lora":
             fields = _gguf_fields(path)
             return fields.get("chat_template"), fields.get("context_length")
         if a.format in ("safetensors", "adapter", "bnb-nf4"):
-            template = path / "chat_template.jinja"
-            cfg = path / "config.json"
-            text = template.read_text() if template.is_file() else \
-                json.loads((path / "tokenizer_config.json").read_text()).get("chat_template") \
-                if (path / "tokenizer_config.json").is_file() else None
-            length = json.loads(cfg.read_text()).get("max_position_embeddings") if cfg.is_file() else None
+            text = length = None
+            if (path / "chat_template.jinja").is_file():  # where transformers 5 saves it
+                text = (path / "chat_template.jinja").read_text()
+            elif (path / "tokenizer_config.json").is_file():
+                text = json.loads((path / "tokenizer_config.json").read_text()).get("chat_template")
+            if (path / "config.json").is_file():
+                length = json.loads((path / "config.json").read_text()).get("max_position_embeddings")
             if text or length:
                 return text, length
     return None, None
@@ -179,11 +180,10 @@ def tool_call_format(template: str | None) -> ToolCallFormat | None:
 
 def _member(spec: MemberSpec, manifest_dir: Path, bases: dict[str, Base]) -> Member:
     where = f"members[{spec.name}]"
-    local = lambda a: Path(a.root) if Path(a.root).is_absolute() else manifest_dir / a.root  # noqa: E731
     artifacts, adapters, base_name = [], [], None
     if spec.export:
         artifacts = _export_artifacts(Path(spec.export), manifest_dir, where)
-        template, length = describe(artifacts, local)
+        template, length = describe(artifacts, Path(spec.export))
     elif spec.base:
         key = str(Path(spec.base).resolve())
         if key not in bases:
@@ -191,11 +191,14 @@ def _member(spec: MemberSpec, manifest_dir: Path, bases: dict[str, Base]) -> Mem
                               if a.format not in ("adapter", "gguf-lora")]
             if not base_artifacts:
                 raise FinetuneError(f"{where}: {spec.base} holds no full model to put the adapter on")
-            t, n = describe(base_artifacts, local)
+            t, n = describe(base_artifacts, Path(spec.base))
+            if n is None:
+                raise FinetuneError(f"{where}: context length of {spec.base} unknown (no config.json or GGUF "
+                                    "context length); re-export the base with `--format safetensors`")
             name = re.sub(r"[^A-Za-z0-9._-]", "-", Path(spec.base).resolve().name)[:48] or "base"
             while any(b.name == name for b in bases.values()):
                 name += "-2"
-            bases[key] = Base(name=name, artifacts=base_artifacts, chat_template=t, context_length=n or 4096)
+            bases[key] = Base(name=name, artifacts=base_artifacts, chat_template=t, context_length=n)
         base = bases[key]
         base_name = base.name
         adapters = [a for a in _export_artifacts(Path(spec.adapter), manifest_dir, where)
@@ -203,7 +206,7 @@ def _member(spec: MemberSpec, manifest_dir: Path, bases: dict[str, Base]) -> Mem
         if not adapters:
             raise FinetuneError(f"{where}: {spec.adapter} holds no adapter; export the run with "
                                 "`--format adapter` and/or `--format gguf-lora`")
-        template, _ = describe(adapters, local)
+        template, _ = describe(adapters, Path(spec.adapter))
         template, length = template or base.chat_template, base.context_length
     else:
         template, length = None, None
@@ -230,7 +233,7 @@ def _judge(spec: JudgeSpec, manifest_dir: Path) -> Judge:
         artifacts += _export_artifacts(Path(spec.export), manifest_dir, "judge.export")
     if info["kind"] == "reward_model":
         layout = ("chat_template: the model's chat template over prompt + answer, cut from the left"
-                  if describe(artifacts[:1], lambda a: run)[0] else
+                  if describe(artifacts[:1], run)[0] else
                   "sentence_pair: [CLS] prompt as 'role: text' lines, cut from the left [SEP] answer [SEP]")
         templates = {"input": layout}
     else:
