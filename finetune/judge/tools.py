@@ -3,12 +3,12 @@
 Every assistant turn of a validated trace (any layout ``finetune data prepare`` reads) gives
 pairs whose *chosen* side is what the trace did and whose *rejected* side is one corruption:
 
-* ``wrong_function``: another declared tool called with the same arguments (two variants)
+* ``wrong_function``: another declared tool called with the same arguments
 * ``missing_required_argument``: a required argument dropped
 * ``wrong_argument_type``: an argument given a value of another JSON type
 * ``unknown_argument``: an argument the schema does not declare, added
-* ``malformed_json``: the arguments' JSON broken: cut short, a trailing comma, single quotes or a
-  missing colon (two variants)
+* ``malformed_json``: the arguments' JSON broken (cut short, a trailing comma, single quotes or a
+  missing colon)
 * ``call_instead_of_answer``: where the trace answered in plain text, a (schema-valid) tool call
 
 Which argument, which other tool, which value and which JSON defect is drawn from a generator
@@ -121,9 +121,8 @@ def _corruptions(call: dict, tools: dict[str, dict], rng: random.Random):
     params = tools[call["name"]]["parameters"]
     props, args = params.get("properties") or {}, call["arguments"]
     others = sorted(n for n in tools if n != call["name"])
-    # The two kinds a text judge finds hardest (measured: BENCHMARKS.md) get two variants each.
-    for other in rng.sample(others, min(2, len(others))):
-        yield "wrong_function", {**call, "name": other}, None
+    if others:
+        yield "wrong_function", {**call, "name": rng.choice(others)}, None
     required = [r for r in params.get("required", []) if r in args]
     if required:
         drop = rng.choice(required)
@@ -137,12 +136,11 @@ def _corruptions(call: dict, tools: dict[str, dict], rng: random.Random):
         yield "unknown_argument", {**call, "arguments": {**args, extra: rng.choice(_INVENTED_VALUES)}}, None
     text = json.dumps(args, ensure_ascii=False)
     if len(text) > 2:
-        defects = [text[:-1],                                   # cut short
-                   text[:-1].rstrip() + ", }",                  # trailing comma
-                   text.replace('"', "'"),                      # Python-style quotes
-                   text.replace('": ', '" ', 1)]                # a missing colon
-        for broken in rng.sample(defects, 2):
-            yield "malformed_json", {**call, "arguments": broken}, broken
+        broken = rng.choice([text[:-1],                                   # cut short
+                             text[:-1].rstrip() + ", }",                  # trailing comma
+                             text.replace('"', "'"),                      # Python-style quotes
+                             text.replace('": ', '" ', 1)])               # a missing colon
+        yield "malformed_json", {**call, "arguments": broken}, broken
 
 
 def _rng(trace: dict, turn: int, call: int) -> random.Random:

@@ -35,7 +35,7 @@ def test_each_corruption_is_what_its_label_says():
     pairs = trace_pairs(trace)
     assert sorted(p["reason"] for p in pairs) == sorted([
         "wrong_function", "missing_required_argument", "wrong_argument_type", "unknown_argument", "malformed_json",
-        "malformed_json", "call_instead_of_answer"])  # two JSON defects; one other tool to call by mistake
+        "call_instead_of_answer"])
     for p in pairs:
         chosen, rejected = p["chosen"][0]["content"], p["rejected"][0]["content"]
         assert chosen != rejected
