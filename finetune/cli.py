@@ -46,10 +46,17 @@ def cmd_validate(args) -> int:
     from finetune.judge.recipe import JudgeRecipe
 
     try:
-        is_judge = "judge" in (yaml.safe_load(open(args.recipe)) or {})
-    except (OSError, yaml.YAMLError, TypeError):
-        is_judge = False  # load_recipe reports the problem precisely
-    if is_judge:
+        tree = yaml.safe_load(open(args.recipe)) or {}
+        keys = set(tree) if isinstance(tree, dict) else set()
+    except (OSError, yaml.YAMLError):
+        keys = set()  # load_recipe reports the problem precisely
+    if "members" in keys:  # a pool description (`finetune pool build`)
+        from finetune.pool.build import PoolSpec
+
+        pool = load_recipe(args.recipe, args.overrides, PoolSpec)
+        print(f"{args.recipe}: ok (pool {pool.name}, {len(pool.members)} member(s), mode {pool.fusion.mode})")
+        return 0
+    if "judge" in keys:
         recipe = load_recipe(args.recipe, args.overrides, JudgeRecipe)
         print(f"{args.recipe}: ok (judge {recipe.judge.kind}, method {recipe.train.method}, "
               f"{len(recipe.judge.datasets)} dataset(s))")

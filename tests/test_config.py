@@ -10,7 +10,8 @@ from finetune import FinetuneError
 from finetune.config import load_recipe
 from tests.conftest import REPO
 
-RECIPES = sorted(p for p in (REPO / "recipes").rglob("*.yaml") if p.parent.name != "judge")  # judge: tests/judge
+RECIPES = sorted(p for p in (REPO / "recipes").rglob("*.yaml")
+                 if p.parent.name not in ("judge", "pool"))  # judge: tests/judge; pool: tests/pool
 
 
 def test_there_are_recipes():

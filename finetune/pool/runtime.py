@@ -32,9 +32,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -67,12 +64,6 @@ class Answer:
     usage: dict = field(default_factory=dict)
     error: str | None = None
     round: int = 0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wire_tools(tools: list[dict] | None) -> dict[str, dict]:
@@ -142,7 +133,7 @@ class Pool:
         self.endpoints: dict[str, Endpoint] = {m.name: m.endpoint for m in self.manifest.members if m.endpoint}
         self.judge_endpoint = self.manifest.judge.endpoint
         self.reward = None
-        self.procs: list[subprocess.Popen] = []
+        self.local = None  # LocalServers, when the manifest has local GGUF members
 
     async def __aenter__(self):
         await self.start()
@@ -156,7 +147,12 @@ class Pool:
         m = self.manifest
         local = [x for x in m.members if x.endpoint is None]
         if local or (m.judge.kind == "generative" and m.judge.endpoint is None):
-            await asyncio.to_thread(self._start_local)
+            from finetune.pool.local import LocalServers
+
+            self.local = LocalServers(m, self.manifest_path)
+            started = await asyncio.to_thread(self.local.start)
+            self.judge_endpoint = started.pop("judge", self.judge_endpoint)
+            self.endpoints.update(started)
         if m.judge.kind == "reward_model":
             from finetune.judge.score import RewardJudge
             from finetune.pool.manifest import artifact_root
@@ -165,54 +161,9 @@ class Pool:
             model_dir = artifact_root(self.manifest_path, art) / art.path
             self.reward = await asyncio.to_thread(RewardJudge, model_dir, m.judge.max_length)
 
-    def _start_local(self) -> None:
-        from finetune.pool.backends import Paths, plan_llamacpp
-
-        here = self.manifest_path.resolve().parent
-        plan = plan_llamacpp(self.manifest, Paths(self.manifest_path, here), port=0)
-        try:
-            for server in plan.servers:
-                port = _free_port()
-                argv = [sys.executable if a.startswith("$") else a for a in server.argv]
-                argv[argv.index("--port") + 1] = str(port)
-                self.procs.append(subprocess.Popen(argv, cwd=here, stdout=subprocess.DEVNULL,
-                                                   stderr=subprocess.DEVNULL, start_new_session=True))
-                for who, model in server.serves.items():
-                    ep = Endpoint(url=f"http://127.0.0.1:{port}/v1", model=model)
-                    if who == "judge":
-                        self.judge_endpoint = ep
-                    else:
-                        self.endpoints[who] = ep
-                deadline = time.time() + 180
-                while True:
-                    if self.procs[-1].poll() is not None:
-                        raise FinetuneError(f"the llama.cpp server for {server.name} exited "
-                                            f"({self.procs[-1].returncode}); run {' '.join(argv)} to see why")
-                    try:
-                        if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        pass
-                    if time.time() > deadline:
-                        raise FinetuneError(f"the llama.cpp server for {server.name} did not answer in 180 s")
-                    time.sleep(0.3)
-        except BaseException:
-            self._stop_local()
-            raise
-
-    def _stop_local(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                os.killpg(p.pid, 15)
-        for p in self.procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, 9)
-        self.procs = []
-
     async def close(self) -> None:
-        await asyncio.to_thread(self._stop_local)
+        if self.local is not None:
+            await asyncio.to_thread(self.local.stop)
         for client in self.clients.values():
             await client.aclose()
         self.clients = {}

@@ -99,6 +99,13 @@ def test_mixed_tool_call_formats_are_refused_with_each_members_format(artifacts,
     assert build_pool(spec, tmp_path / "m.json").tool_call_format == "none"
 
 
+def test_shipped_pool_description_validates(capsys):
+    from tests.conftest import REPO
+
+    assert main(["validate", str(REPO / "recipes" / "pool" / "demo.yaml")]) == 0
+    assert "ok (pool demo-pool, 2 member(s), mode best_of)" in capsys.readouterr().out
+
+
 def test_bad_pool_yaml_and_missing_export(artifacts, tmp_path, capsys):
     (tmp_path / "pool.yaml").write_text(yaml.safe_dump({"name": "p", "members": [{"name": "a", "exprt": "x"}],
                                                         "judge": {"run": "j"}}))
