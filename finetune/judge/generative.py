@@ -32,10 +32,18 @@ SYSTEM = ("You judge answers to coding and tool-use tasks. Read the task and the
 _JSON = re.compile(r"\{.*\}", re.DOTALL)
 
 
-def verdict_prompt(prompt: list[dict], answers: list[list[dict]]) -> list[dict]:
-    parts = [f"Task:\n{as_text(prompt)}"]
-    parts += [f"Candidate {LETTERS[i]}:\n{a[-1]['content']}" for i, a in enumerate(answers)]
-    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n\n".join(parts)}]
+# The verdict prompt's pieces; a pool manifest carries them (judge.templates) so the gateway asks
+# in the layout the judge was trained on. MERGE is what `fusion.mode: merge` asks instead.
+TEMPLATES = {"system": SYSTEM, "task": "Task:\n{task}", "candidate": "Candidate {letter}:\n{answer}",
+             "merge": "Write one answer to the task that keeps what is right in the candidates and drops what "
+                      "is wrong. Reply with the answer only."}
+
+
+def verdict_prompt(prompt: list[dict], answers: list[list[dict]], templates: dict = TEMPLATES,
+                   instruction: str = "system") -> list[dict]:
+    parts = [templates["task"].format(task=as_text(prompt))]
+    parts += [templates["candidate"].format(letter=LETTERS[i], answer=a[-1]["content"]) for i, a in enumerate(answers)]
+    return [{"role": "system", "content": templates[instruction]}, {"role": "user", "content": "\n\n".join(parts)}]
 
 
 def verdict(winner: int, n: int, reason: str) -> str:

@@ -220,7 +220,7 @@ def _member(spec: MemberSpec, manifest_dir: Path, bases: dict[str, Base]) -> Mem
 
 
 def _judge(spec: JudgeSpec, manifest_dir: Path) -> Judge:
-    from finetune.judge.generative import SYSTEM
+    from finetune.judge.generative import TEMPLATES
 
     run = Path(spec.run)
     info_path = run / "judge.json"
@@ -237,9 +237,7 @@ def _judge(spec: JudgeSpec, manifest_dir: Path) -> Judge:
                   "sentence_pair: [CLS] prompt as 'role: text' lines, cut from the left [SEP] answer [SEP]")
         templates = {"input": layout}
     else:
-        templates = {"system": SYSTEM, "task": "Task:\n{task}", "candidate": "Candidate {letter}:\n{answer}",
-                     "merge": "Write one answer to the task that keeps what is right in the candidates and "
-                              "drops what is wrong. Reply with the answer only."}
+        templates = dict(TEMPLATES)
     return Judge(kind=info["kind"], artifacts=artifacts, base_model=info.get("base_model"),
                  max_length=info["max_length"], templates=templates)
 

@@ -172,6 +172,8 @@ class Manifest(_Strict):
             raise ValueError(f"every member must serve tool calls as {self.tool_call_format!r}: {formats}")
         if self.fusion.quorum > len(self.members):
             raise ValueError(f"fusion.quorum {self.fusion.quorum} exceeds the {len(self.members)} member(s)")
+        if self.judge.kind == "generative" and len(self.members) > 8:
+            raise ValueError("a generative judge reads at most 8 candidates (A-H); use a reward-model judge")
         if self.fusion.mode == "merge" and self.judge.kind != "generative":
             raise ValueError("fusion.mode merge needs a generative judge (a reward model can only pick)")
         return self

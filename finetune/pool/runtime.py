@@ -252,18 +252,18 @@ class Pool:
         from finetune.judge.tools import judge_prompt
 
         start = time.perf_counter()
-        prompt = judge_prompt(tools or [], messages)
         if self.reward is not None:
+            prompt = judge_prompt(tools or [], messages)
             scores = await asyncio.to_thread(self.reward.score, [prompt] * len(candidates),
                                              [as_judged(a) for a in candidates])
             best = max(range(len(candidates)), key=lambda i: scores[i])
             return best, {"kind": "reward_model", "scores": {a.member: round(s, 4) for a, s in
                                                              zip(candidates, scores, strict=True)},
                           "latency_s": round(time.perf_counter() - start, 4)}
-        from finetune.judge.generative import parse_verdict, verdict_prompt
+        from finetune.judge.generative import parse_verdict
 
         record = {"kind": "generative"}
-        text = await self._generate(verdict_prompt(prompt, [as_judged(a) for a in candidates]), record)
+        text = await self._generate(self._judge_messages("system", messages, tools, candidates), record)
         winner = parse_verdict(text, len(candidates)) if text is not None else None
         if winner is None:  # an unusable verdict: the cheapest valid answer, and the record says so
             winner = min(range(len(candidates)), key=lambda i: self._cost(candidates[i].member))
@@ -284,18 +284,20 @@ class Pool:
             record["error"] = f"{type(exc).__name__}: {exc}"
             return None
 
-    async def _merge(self, messages, tools, candidates: list[Answer]) -> tuple[str | None, dict]:
+    def _judge_messages(self, instruction: str, messages, tools, candidates: list[Answer]) -> list[dict]:
+        """The generative judge's conversation from the manifest's templates: the ``system``
+        (verdict) or ``merge`` instruction, then the task and the candidates."""
+        from finetune.judge.generative import verdict_prompt
         from finetune.judge.tools import judge_prompt
 
-        t = self.manifest.judge.templates
+        return verdict_prompt(judge_prompt(tools or [], messages), [as_judged(a) for a in candidates],
+                              self.manifest.judge.templates, instruction)
+
+    async def _merge(self, messages, tools, candidates: list[Answer]) -> tuple[str | None, dict]:
         start = time.perf_counter()
-        task = t["task"].format(task="\n".join(f"{m['role']}: {m['content']}"
-                                               for m in judge_prompt(tools or [], messages)))
-        parts = [task] + [t["candidate"].format(letter="ABCDEFGH"[i], answer=a.content)
-                          for i, a in enumerate(candidates)]
         record = {"kind": "generative"}
-        text = await self._generate([{"role": "system", "content": t["merge"]},
-                                     {"role": "user", "content": "\n\n".join(parts)}], record, max_tokens=1024)
+        text = await self._generate(self._judge_messages("merge", messages, tools, candidates), record,
+                                    max_tokens=1024)
         record["latency_s"] = round(time.perf_counter() - start, 4)
         return (text if text and text.strip() else None), record
 
