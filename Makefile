@@ -9,6 +9,9 @@ STAMP := $(VENV)/.installed
 # -march=native build segfaults on quantized GGUFs on AVX-512/AMX Xeons; this portable set does not.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
+# One request through the demo pool (one line: a backslash-newline would end up inside the JSON).
+DEMO_REQUEST := {"model": "demo-pool", "max_tokens": 16, "messages": [{"role": "user", "content": "Write a Python function that reverses a list."}]}
+
 .PHONY: install demo test lint clean
 
 $(STAMP): pyproject.toml constraints.txt
@@ -54,9 +57,9 @@ demo: install
 	@# Serve the pool for a moment (its GGUF members start as llama.cpp servers) and send one request.
 	$(FT) pool serve runs/pool/manifest.json --port 8765 > runs/pool/gateway.log 2>&1 & pid=$$!; \
 	for i in $$(seq 180); do curl -sf localhost:8765/healthz > /dev/null && break; sleep 1; done; \
-	curl -sf localhost:8765/v1/chat/completions -H 'content-type: application/json' -d '{"model": "demo-pool", \
-	  "max_tokens": 16, "messages": [{"role": "user", "content": "Write a Python function that reverses a list."}]}' \
-	  | $(PY) -c "import json, sys; print('fusion record:', json.dumps(json.load(sys.stdin)['fusion'], indent=2))"; \
+	curl -s localhost:8765/v1/chat/completions -H 'content-type: application/json' -d '$(DEMO_REQUEST)' \
+	  | $(PY) -c "import json, sys; d = json.load(sys.stdin); 'fusion' in d or sys.exit(f'the pool answered: {d}'); \
+	    print('fusion record:', json.dumps(d['fusion'], indent=2))"; \
 	rc=$$?; kill $$pid; wait $$pid; exit $$rc
 	@echo "demo done: model runs/tiny-llama, dataset runs/tiny-data, run runs/tiny-train, export runs/tiny-export, judge data runs/judge-data, judge runs/judge, pool runs/pool (manifest.json, llamacpp/, gateway.log)"
 
