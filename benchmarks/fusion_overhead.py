@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -53,12 +52,6 @@ def _stub(port: int, delay: float, content: str) -> None:
 
     app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"]), Route("/v1/models", models)])
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", backlog=2048)
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait(url: str) -> None:
@@ -115,13 +108,14 @@ def main() -> None:
         return _stub(int(args.stub[0]), float(args.stub[1]), args.stub[2])
 
     from finetune.judge.generative import SYSTEM
+    from finetune.pool.local import free_port
 
     delays = [float(x) for x in args.latencies.split(",")]
     procs = []
     try:
         ports = []
         for i, delay in enumerate(delays + [args.judge_latency]):
-            ports.append(_port())
+            ports.append(free_port())
             content = '{"winner": "A"}' if i == len(delays) else f"answer from member {i}"
             procs.append(subprocess.Popen([sys.executable, __file__, "--stub", str(ports[-1]), str(delay), content]))
         for p in ports:
@@ -140,7 +134,7 @@ def main() -> None:
                       "templates": {"system": SYSTEM, "task": "Task:\n{task}", "candidate": "Candidate {letter}:\n{answer}",
                                     "merge": "Merge."}},
             "fusion": {"mode": "best_of", "quorum": len(delays), "member_timeout_s": 30}}))
-        gw_port = _port()
+        gw_port = free_port()
         procs.append(subprocess.Popen([sys.executable, "-m", "finetune", "pool", "serve", str(tmp / "manifest.json"),
                                        "--port", str(gw_port)], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))

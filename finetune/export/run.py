@@ -220,11 +220,19 @@ def verify_artifacts(out: Path) -> list[str]:
     problems = []
     for artifact in json.loads(manifest.read_text())["artifacts"]:
         for f in artifact["files"]:
-            path = out / f["path"]
-            if not path.exists():
-                problems.append(f"{f['path']}: missing")
-            elif path.stat().st_size != f["bytes"]:
-                problems.append(f"{f['path']}: {path.stat().st_size} bytes, expected {f['bytes']}")
-            elif sha256_file(path) != f["sha256"]:
-                problems.append(f"{f['path']}: sha256 differs from artifacts.json (corrupted or modified)")
+            problem = file_problem(out / f["path"], f["bytes"], f["sha256"], "artifacts.json")
+            if problem:
+                problems.append(f"{f['path']}: {problem}")
     return problems
+
+
+def file_problem(path: Path, size: int, sha256: str, listing: str) -> str | None:
+    """What is wrong with ``path`` against the size and hash ``listing`` gives for it (None: nothing).
+    The hash is only computed when the file is there with the right size."""
+    if not path.is_file():
+        return "missing"
+    if path.stat().st_size != size:
+        return f"{path.stat().st_size} bytes, {listing} says {size}"
+    if sha256_file(path) != sha256:
+        return f"sha256 differs from {listing} (the file changed or is corrupt)"
+    return None

@@ -95,30 +95,22 @@ def plan_hf(m: Manifest, paths: Paths, backend: str, port: int) -> Plan:
     servers, tools = [], m.tool_call_format != "none"
     parser = (VLLM_PARSER if backend == "vllm" else SGLANG_PARSER).get(m.tool_call_format)
 
+    vllm = backend == "vllm"
+
     def command(model: str, name: str, length: int, template: str | None, loras: dict[str, str], rank):
-        if backend == "vllm":
-            argv = ["vllm", "serve", model, "--host", "127.0.0.1", "--port", str(port + len(servers)),
-                    "--served-model-name", name, "--max-model-len", str(length)]
-            if template:
-                argv += ["--chat-template", template]
-            if tools:
-                argv += ["--enable-auto-tool-choice", "--tool-call-parser", parser]
-            if loras:
-                argv += ["--enable-lora", "--max-loras", str(len(loras)), "--lora-modules",
-                         *[f"{k}={v}" for k, v in loras.items()]]
-                argv += ["--max-lora-rank", str(rank)] if rank else []
-        else:
-            argv = ["${PYTHON:-python}", "-m", "sglang.launch_server", "--model-path", model, "--host", "127.0.0.1",
-                    "--port", str(port + len(servers)), "--served-model-name", name,
-                    "--context-length", str(length)]
-            if template:
-                argv += ["--chat-template", template]
-            if tools:
-                argv += ["--tool-call-parser", parser]
-            if loras:
-                argv += ["--enable-lora", "--max-loras-per-batch", str(len(loras)), "--lora-paths",
-                         *[f"{k}={v}" for k, v in loras.items()]]
-                argv += ["--max-lora-rank", str(rank)] if rank else []
+        # The same server for both; only the flag names differ.
+        argv = ["vllm", "serve", model] if vllm else ["${PYTHON:-python}", "-m", "sglang.launch_server", "--model-path",
+                                                      model]
+        argv += ["--host", "127.0.0.1", "--port", str(port + len(servers)), "--served-model-name", name,
+                 "--max-model-len" if vllm else "--context-length", str(length)]
+        if template:
+            argv += ["--chat-template", template]
+        if tools:
+            argv += [*(["--enable-auto-tool-choice"] if vllm else []), "--tool-call-parser", parser]
+        if loras:
+            argv += ["--enable-lora", "--max-loras" if vllm else "--max-loras-per-batch", str(len(loras)),
+                     "--lora-modules" if vllm else "--lora-paths", *[f"{k}={v}" for k, v in loras.items()]]
+            argv += ["--max-lora-rank", str(rank)] if rank else []
         return argv
 
     def add(name: str, model: str, length: int, template_text: str | None, loras: dict[str, str], rank, serves):
@@ -137,7 +129,7 @@ def plan_hf(m: Manifest, paths: Paths, backend: str, port: int) -> Plan:
         add(base.name, paths(model), base.context_length, base.chat_template,
             {k: paths(a) for k, a in adapters.items()}, max(ranks, default=None),
             # SGLang picks an adapter by "base:adapter" as the model name, vLLM by the module name.
-            {x.name: f"{base.name}:{x.name}" if backend == "sglang" else x.name for x in members})
+            {x.name: x.name if vllm else f"{base.name}:{x.name}" for x in members})
     for x in _local_members(m):
         if x.base is None:
             art = _need(pick(x.artifacts, HF_PREFERENCE), f"members[{x.name}]", backend,

@@ -32,7 +32,6 @@ import hmac
 import json
 import logging
 import time
-import uuid
 from contextlib import asynccontextmanager
 
 import httpx
@@ -41,7 +40,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 from finetune import FinetuneError
-from finetune.pool.runtime import Pool, QuorumError, check_messages
+from finetune.pool.runtime import Pool, QuorumError, check_messages, completion, message_of
 
 log = logging.getLogger("finetune.pool.gateway")
 
@@ -73,11 +72,11 @@ class Metrics:
             self.judge_seconds.observe(fusion["judge"]["latency_s"])
 
 
-def _chunks(completion: dict, piece: int = 64):
+def _chunks(done: dict, piece: int = 64):
     """The finished completion as SSE chat.completion.chunk events."""
-    base = {"id": completion["id"], "object": "chat.completion.chunk", "created": completion["created"],
-            "model": completion["model"]}
-    message = completion["choices"][0]["message"]
+    base = {"id": done["id"], "object": "chat.completion.chunk", "created": done["created"],
+            "model": done["model"]}
+    message = done["choices"][0]["message"]
     yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]}
     text = message.get("content") or ""
     for i in range(0, len(text), piece):
@@ -85,8 +84,8 @@ def _chunks(completion: dict, piece: int = 64):
     if message.get("tool_calls"):
         calls = [{"index": i, **c} for i, c in enumerate(message["tool_calls"])]
         yield {**base, "choices": [{"index": 0, "delta": {"tool_calls": calls}, "finish_reason": None}]}
-    yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": completion["choices"][0]["finish_reason"]}],
-           "usage": completion["usage"], "fusion": completion.get("fusion")}
+    yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": done["choices"][0]["finish_reason"]}],
+           "usage": done["usage"], "fusion": done.get("fusion")}
 
 
 class Guard:
@@ -195,15 +194,10 @@ def create_app(pool: Pool, api_key: str | None = None, max_body_bytes: int = 1 <
             if answer.status != "ok":
                 metrics.requests.labels(model, "502").inc()
                 return _error(502, f"{model}: {answer.status} ({answer.error})", "upstream_error")
-            completion = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
-                          "created": int(time.time()), "model": model, "usage": answer.usage,
-                          "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.content or None,
-                                                               **({"tool_calls": answer.tool_calls}
-                                                                  if answer.tool_calls else {})},
-                                       "finish_reason": "tool_calls" if answer.tool_calls else "stop"}]}
+            result = completion(model, message_of(answer), answer.usage)
         else:
             try:
-                completion = await pool.complete(messages, tools, **params)
+                result = await pool.complete(messages, tools, **params)
             except QuorumError as exc:
                 metrics.record(exc.record)
                 metrics.requests.labels(model, "503").inc()
@@ -211,16 +205,16 @@ def create_app(pool: Pool, api_key: str | None = None, max_body_bytes: int = 1 <
             except FinetuneError as exc:
                 metrics.requests.labels(model, "400").inc()
                 return _error(400, str(exc), "invalid_request_error")
-            metrics.record(completion["fusion"])
+            metrics.record(result["fusion"])
         metrics.requests.labels(model, "200").inc()
         metrics.request_seconds.observe(time.perf_counter() - start)
         if body.get("stream"):
             async def events():
-                for chunk in _chunks(completion):
+                for chunk in _chunks(result):
                     yield f"data: {json.dumps(chunk)}\n\n"
                 yield "data: [DONE]\n\n"
             return StreamingResponse(events(), media_type="text/event-stream")
-        return JSONResponse(completion)
+        return JSONResponse(result)
 
     return app
 

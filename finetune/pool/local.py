@@ -26,7 +26,8 @@ from finetune.pool.manifest import Endpoint, Manifest
 START_TIMEOUT_S = 180
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -45,7 +46,7 @@ class LocalServers:
         endpoints = {}
         try:
             for server in plan.servers:
-                port = _free_port()
+                port = free_port()
                 argv = [sys.executable if a.startswith("$") else a for a in server.argv]
                 argv[argv.index("--port") + 1] = str(port)
                 proc = subprocess.Popen(argv, cwd=here, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -27,7 +27,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from finetune import FinetuneError
-from finetune.export.run import FORMATS, sha256_file
+from finetune.export.run import FORMATS, file_problem
 
 SCHEMA_VERSION = 1
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "export" / "fusion-manifest.schema.json"
@@ -246,15 +246,10 @@ def verify_manifest(path: Path) -> tuple[Manifest, list[str], int]:
             continue
         root = artifact_root(path, a)
         for f in a.files:
-            file = root / f.path
             checked += 1
-            where = f"{owner} {a.format}: {file}"
-            if not file.is_file():
-                problems.append(f"{where}: missing")
-            elif file.stat().st_size != f.bytes:
-                problems.append(f"{where}: {file.stat().st_size} bytes, the manifest says {f.bytes}")
-            elif sha256_file(file) != f.sha256:
-                problems.append(f"{where}: sha256 differs from the manifest (the file changed or is corrupt)")
+            problem = file_problem(root / f.path, f.bytes, f.sha256, "the manifest")
+            if problem:
+                problems.append(f"{owner} {a.format}: {root / f.path}: {problem}")
     return manifest, problems, checked
 
 

@@ -340,7 +340,7 @@ class Pool:
             else:
                 record["judge"]["fallback"] = "the merge failed; the cheapest valid answer was taken"
                 best = min(valid, key=lambda a: self._cost(a.member))
-                message, winner = _message(best), best.member
+                message, winner = message_of(best), best.member
         else:
             if f.mode == "merge" and len(valid) > 1:
                 record["merge_skipped"] = "tool-call answers are chosen, never merged"
@@ -348,18 +348,24 @@ class Pool:
                 index, record["judge"] = 0, {"kind": m.judge.kind, "skipped": "one valid answer"}
             else:
                 index, record["judge"] = await self._pick(messages, tools, valid)
-            message, winner = _message(valid[index]), valid[index].member
+            message, winner = message_of(valid[index]), valid[index].member
         record["winner"] = winner
         record["total_latency_s"] = round(time.perf_counter() - start, 4)
         usage = {k: sum(int(a.usage.get(k) or 0) for a in history) for k in
                  ("prompt_tokens", "completion_tokens", "total_tokens")}
-        return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-                "model": m.name, "choices": [{"index": 0, "message": message,
-                                              "finish_reason": "tool_calls" if message.get("tool_calls") else "stop"}],
-                "usage": usage, "fusion": record}
+        return {**completion(m.name, message, usage), "fusion": record}
 
 
-def _message(a: Answer) -> dict:
+def completion(model: str, message: dict, usage: dict) -> dict:
+    """An OpenAI chat.completion around one assistant message."""
+    return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
+            "model": model, "choices": [{"index": 0, "message": message,
+                                         "finish_reason": "tool_calls" if message.get("tool_calls") else "stop"}],
+            "usage": usage}
+
+
+def message_of(a: Answer) -> dict:
+    """A usable answer as the assistant message of a chat.completion."""
     out = {"role": "assistant", "content": a.content if a.content or not a.tool_calls else None}
     if a.tool_calls:
         out["tool_calls"] = a.tool_calls

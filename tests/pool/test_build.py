@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from finetune import FinetuneError
 from finetune.cli import main
 from finetune.config import recipe_from_tree
 from finetune.pool.build import PoolSpec, build_pool
+from finetune.pool.local import free_port
 from finetune.pool.manifest import SCHEMA_FILE, artifacts_of, load_manifest, schema_text, verify_manifest
 from finetune.pool.render import render
 
@@ -138,12 +138,6 @@ def test_manifest_reading_is_strict_and_versioned(pool, tmp_path):
         load_manifest(tmp_path / "broken.json")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_rendered_llamacpp_servers_answer_chat_completions(pool, tmp_path):
     """The scripts `pool render --backend llamacpp` writes start llama.cpp servers (the merged
@@ -152,7 +146,7 @@ def test_rendered_llamacpp_servers_answer_chat_completions(pool, tmp_path):
 
     _, path, _ = pool
     out = tmp_path / "llamacpp"
-    render(path, "llamacpp", out, port=_free_port())
+    render(path, "llamacpp", out, port=free_port())
     served = load_manifest(out / "manifest.json")
     env = {**os.environ, "PYTHON": sys.executable}
     procs = []

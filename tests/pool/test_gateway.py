@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
 import threading
 import time
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ import pytest
 
 from finetune.judge.generative import SYSTEM
 from finetune.pool.gateway import create_app
+from finetune.pool.local import free_port
 from finetune.pool.manifest import SCHEMA_VERSION
 from finetune.pool.runtime import Pool
 from tests.pool.stubs import Stub, call
@@ -26,12 +26,6 @@ TOOLS = [{"type": "function", "function": {"name": "read_file", "description": "
     "type": "object", "properties": {"path": {"type": "string"}, "start": {"type": "integer"}},
     "required": ["path"]}}}]
 ASK = [{"role": "user", "content": "Show me utils.py."}]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_manifest(path: Path, members: dict, judge=None, reward_run: Path | None = None, **fusion) -> Path:
@@ -61,7 +55,7 @@ def write_manifest(path: Path, members: dict, judge=None, reward_run: Path | Non
 def gateway(manifest: Path, **kw):
     import uvicorn
 
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(Pool(manifest), **kw), host="127.0.0.1", port=port,
                                            log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -128,7 +122,7 @@ def test_quorum_faults_and_clear_503(stubs, tmp_path):
     ok = stubs(content="fine")
     slow, erroring, garbage = stubs(delay=3.0), stubs(status=500), stubs(raw=b"<html>oops</html>")
     judge = stubs(content='{"winner": "A"}')
-    members = {"ok": ok, "slow": slow, "erroring": erroring, "garbage": garbage, "down": f"http://127.0.0.1:{_free_port()}/v1"}
+    members = {"ok": ok, "slow": slow, "erroring": erroring, "garbage": garbage, "down": f"http://127.0.0.1:{free_port()}/v1"}
     with gateway(write_manifest(tmp_path / "q2.json", members, judge, quorum=2, member_timeout_s=1.0)) as url:
         r = _post(url, {"messages": ASK})
     assert r.status_code == 503
@@ -254,7 +248,7 @@ def test_key_limits_unknown_models_and_the_key_never_logged(stubs, tmp_path, cap
 def test_health_and_metrics(stubs, tmp_path):
     a = stubs(content="hi")
     judge = stubs(content='{"winner": "A"}')
-    members = {"a": a, "b": stubs(status=500), "down": f"http://127.0.0.1:{_free_port()}/v1"}
+    members = {"a": a, "b": stubs(status=500), "down": f"http://127.0.0.1:{free_port()}/v1"}
     with gateway(write_manifest(tmp_path / "m.json", members, judge, quorum=1)) as url:
         health = httpx.get(f"{url}/healthz").json()
         _post(url, {"messages": ASK})
@@ -276,7 +270,7 @@ def _rss_mb() -> float:
 def test_200_concurrent_requests_with_a_member_down(stubs, tmp_path):
     a, b = stubs(content="alpha", delay=0.05), stubs(content="beta", delay=0.1)
     judge = stubs(content='{"winner": "B"}')
-    members = {"a": a, "b": b, "down": f"http://127.0.0.1:{_free_port()}/v1"}
+    members = {"a": a, "b": b, "down": f"http://127.0.0.1:{free_port()}/v1"}
 
     async def burst(url, n):
         async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=n)) as client:
