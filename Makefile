@@ -39,6 +39,12 @@ demo: install
 	$(FT) data inspect runs/tiny-data --n 2 --plain
 	rm -rf runs/tiny-train
 	$(FT) train recipes/tiny/traces.yaml train.datasets='[{path: runs/tiny-data}]'
+	@# Code as data: this repository (secrets redacted, deduplicated, FIM) mixed with traces, on a
+	@# tiny model with the DeepSeek-Coder vocabulary, which has fill-in-the-middle tokens.
+	$(FT) tiny-model --arch llama --tokenizer data/tokenizers/ggml-vocab-deepseek-coder.gguf --out runs/tiny-coder
+	$(FT) data prepare recipes/tiny/mixture.yaml
+	rm -rf runs/tiny-mixture-train
+	$(FT) train recipes/tiny/mixture.yaml train.datasets='[{path: runs/tiny-mixture-data}]'
 	rm -rf runs/tiny-export
 	$(FT) export runs/tiny-train --format safetensors --format gguf-q8_0 --format gguf-q4_k_m --out runs/tiny-export
 	$(FT) verify-artifacts runs/tiny-export
@@ -61,7 +67,7 @@ demo: install
 	  | $(PY) -c "import json, sys; d = json.load(sys.stdin); 'fusion' in d or sys.exit(f'the pool answered: {d}'); \
 	    print('fusion record:', json.dumps(d['fusion'], indent=2))"; \
 	rc=$$?; kill $$pid; wait $$pid; exit $$rc
-	@echo "demo done: model runs/tiny-llama, dataset runs/tiny-data, run runs/tiny-train, export runs/tiny-export, judge data runs/judge-data, judge runs/judge, pool runs/pool (manifest.json, llamacpp/, gateway.log)"
+	@echo "demo done: model runs/tiny-llama, dataset runs/tiny-data, run runs/tiny-train, traces + code runs/tiny-mixture-data and runs/tiny-mixture-train, export runs/tiny-export, judge data runs/judge-data, judge runs/judge, pool runs/pool (manifest.json, llamacpp/, gateway.log)"
 
 test: install
 	$(PY) -m pytest -q

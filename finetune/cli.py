@@ -102,6 +102,14 @@ def cmd_data_prepare(args) -> int:
     stats = prepare(opts)
     print(json.dumps({k: stats[k] for k in ("records_in", "records_ok", "records_rejected", "reject_reasons",
                                             "records_split", "samples", "tokens_total", "tokens_trained")}, indent=2))
+    for path, src in stats["sources"].items():
+        if "codebase" in src:
+            c = src["codebase"]
+            print(f"{path}: {c['files_ok']} of {c['files_in']} files kept; skipped {c['skipped'] or 'none'}; "
+                  f"redacted {c['redacted'] or 'nothing'}; fim {c['fim']}")
+    if len(stats["mixture"]) > 1:
+        print("mixture (training split): " + ", ".join(f"{p} {m['token_share']:.1%} of tokens ({m['samples']} samples)"
+                                                       for p, m in stats["mixture"].items()))
     print(f"wrote {opts.out}/dataset, {opts.out}/stats.json, {opts.out}/rejects.jsonl")
     return 0
 
@@ -255,7 +263,7 @@ def cmd_pool_serve(args) -> int:
 VERBS = [
     ("validate", "check a recipe (every problem at once, exit 2 on any)"),
     ("tiny-model", "write a tiny random Llama / Llama 4 MoE model with a real tokenizer"),
-    ("data prepare", "traces -> tokenized, loss-masked dataset, stats.json, rejects.jsonl"),
+    ("data prepare", "traces and code -> tokenized, loss-masked dataset, stats.json, rejects.jsonl"),
     ("data inspect", "print prepared samples with trained tokens marked (mask audit)"),
     ("train", "LoRA / QLoRA / DoRA / full fine-tuning (accelerate launch -m finetune train for many GPUs)"),
     ("export", "merged safetensors, adapter, GGUF (f16 ... q4_k_m), NF4: verified, checksummed, with a card"),
@@ -298,21 +306,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = verbs.add_parser("data", help="prepare and inspect training data")
     dverbs = d.add_subparsers(dest="data_verb", metavar="DATA_VERB", required=True)
-    pr = dverbs.add_parser("prepare", help="traces -> tokenized, loss-masked dataset + stats + rejects")
+    pr = dverbs.add_parser("prepare", help="traces and code -> tokenized, loss-masked dataset + stats + rejects")
     pr.add_argument("recipe", nargs="?", help="recipe YAML (its model and data sections); or use the flags")
     pr.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted recipe overrides")
     pr.add_argument("--model", help="model folder: supplies the tokenizer and chat template")
-    pr.add_argument("--source", action="append", metavar="FILE[:FORMAT]",
-                    help="input file or datasets folder, repeatable; FORMAT: auto (default), openai, sharegpt, "
-                         "glaive, xlam, swe_agent")
+    pr.add_argument("--source", action="append", metavar="PATH[:FORMAT]",
+                    help="input file, datasets folder or code folder, repeatable; FORMAT: auto (default), openai, "
+                         "sharegpt, glaive, xlam, swe_agent, or codebase (a repository: default ingestion settings; "
+                         "a recipe sets weights, caps, FIM and the rest)")
     pr.add_argument("--out", help="output folder (with a recipe: overrides data.output_dir)")
     pr.add_argument("--chat-template", choices=["llama3", "llama4", "hermes"], help="use a named template")
-    pr.add_argument("--max-seq-length", type=int, default=2048, help="split longer traces at turns (default 2048)")
+    pr.add_argument("--max-seq-length", type=int, default=2048,
+                    help="split longer traces at turns and longer files at lines (default 2048)")
     pr.add_argument("--validation-fraction", type=float, default=0.05, help="records held out (default 0.05)")
     pr.add_argument("--max-reject-fraction", type=float, default=0.25,
                     help="fail when more records than this are rejected (default 0.25)")
     pr.add_argument("--seed", type=int, default=42, help="split seed (default 42)")
-    pr.add_argument("--no-dedup", action="store_true", help="keep exact duplicate traces")
+    pr.add_argument("--no-dedup", action="store_true", help="keep exact duplicate traces and code files")
     pr.set_defaults(func=cmd_data_prepare)
     ins = dverbs.add_parser("inspect", help="print samples with trained tokens highlighted (mask audit)")
     ins.add_argument("dir", help="folder written by `finetune data prepare`")

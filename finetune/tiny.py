@@ -36,8 +36,62 @@ def load_tokenizer(path: str | Path):
     if not path.exists():
         raise FinetuneError(f"tokenizer {path} does not exist")
     if path.suffix == ".gguf":
-        return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        return _restore_gguf_tokens(AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name), path)
     return AutoTokenizer.from_pretrained(str(path))
+
+
+def _restore_gguf_tokens(tok, path: Path):
+    """Give control and user-defined tokens back their GGUF text and ids.
+
+    transformers' GGUF reader byte-encodes the text of a byte-level BPE vocabulary's control and
+    user-defined tokens (DeepSeek-Coder's ``<｜fim▁begin｜>`` becomes ``<ï½ľfimâĸģbeginï½ľ>``, so the
+    real text no longer encodes to it) and appends BOS/EOS as new ids (32257/32258 instead of the
+    GGUF's 32013/32014). Both would break fill-in-the-middle and the GGUF round trip, so the
+    tokenizer is rewritten with the GGUF's own text and ids for those tokens.
+    """
+    import tempfile
+
+    import gguf
+    from transformers import AutoTokenizer
+
+    data = json.loads(tok.backend_tokenizer.to_str())
+    if data["model"]["type"] != "BPE":
+        return tok
+    fields = gguf.GGUFReader(path).fields
+    texts = fields["tokenizer.ggml.tokens"].contents()
+    types = fields["tokenizer.ggml.token_type"].contents()
+    special = {i: t == gguf.TokenType.CONTROL for i, t in enumerate(types)
+               if t in (gguf.TokenType.CONTROL, gguf.TokenType.USER_DEFINED)}
+    vocab = data["model"]["vocab"]
+    key_of = {v: k for k, v in vocab.items()}
+    for i in special:
+        if key_of.get(i, texts[i]) != texts[i]:
+            del vocab[key_of[i]]
+            vocab[texts[i]] = i
+    gguf_id = {texts[i]: i for i in special}
+    moved = {a["id"]: gguf_id[a["content"]] for a in data["added_tokens"]
+             if a["content"] in gguf_id and a["id"] != gguf_id[a["content"]]}
+    if not moved and all(key_of.get(i) == texts[i] for i in special):
+        return tok
+    added = {a["id"]: a for a in data["added_tokens"] if a["id"] not in moved}
+    for i, is_control in special.items():
+        added[i] = {**added.get(i, {"single_word": False, "lstrip": False, "rstrip": False, "normalized": False}),
+                    "id": i, "content": texts[i], "special": is_control}
+    data["added_tokens"] = [added[i] for i in sorted(added)]
+
+    def renumber(node):
+        if isinstance(node, dict):
+            return {k: ([moved.get(i, i) for i in v] if k == "ids" else renumber(v)) for k, v in node.items()}
+        return [renumber(v) for v in node] if isinstance(node, list) else node
+
+    data["post_processor"] = renumber(data["post_processor"])
+    with tempfile.TemporaryDirectory() as tmp:
+        tok.save_pretrained(tmp)
+        (Path(tmp) / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False))
+        cfg = json.loads((Path(tmp) / "tokenizer_config.json").read_text())
+        cfg.pop("added_tokens_decoder", None)  # the old ids; tokenizer.json holds the new ones
+        (Path(tmp) / "tokenizer_config.json").write_text(json.dumps(cfg))
+        return AutoTokenizer.from_pretrained(tmp)
 
 
 def default_template(arch: str, tokenizer) -> str:

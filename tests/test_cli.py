@@ -57,3 +57,22 @@ def test_user_mistakes_are_one_line_errors(models, tmp_path):
     assert ceiling.returncode == 2 and "records rejected" in ceiling.stderr and "rejects.jsonl" in ceiling.stderr
     neither = run("data", "prepare", "--out", tmp_path / "o")
     assert neither.returncode == 2 and "--model, --source and --out are required" in neither.stderr
+
+
+def test_prepare_a_codebase_from_the_command_line(models, tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "pkg").mkdir(parents=True)
+    (repo / "pkg" / "a.py").write_text("def a():\n    return 1\n")
+    (repo / "README.md").write_text("# demo\n")
+    (repo / "logo.png").write_bytes(b"\x89PNG\0\0")
+    out = tmp_path / "prep"
+    res = run("data", "prepare", "--model", models["spm-hermes"], "--source", f"{repo}:codebase", "--out", out,
+              "--validation-fraction", "0")
+    assert res.returncode == 0, res.stderr
+    assert f"{repo}: 2 of 3 files kept; skipped {{'unknown_language': 1}}" in res.stdout
+    rejects = [json.loads(x) for x in (out / "rejects.jsonl").read_text().splitlines()]
+    assert rejects == [{"source": str(repo), "line": None, "id": "logo.png", "reason": "unknown_language",
+                        "detail": "no language for `logo.png`", "record": None}]
+    # A folder given without `:codebase` is neither a dataset nor guessed at.
+    res = run("data", "prepare", "--model", models["spm-hermes"], "--source", repo, "--out", out)
+    assert res.returncode == 2 and f"--source {repo}:codebase" in res.stderr and "Traceback" not in res.stderr

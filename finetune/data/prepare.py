@@ -1,10 +1,12 @@
-"""``finetune data prepare``: traces in, a tokenized and loss-masked dataset out, nothing lost.
+"""``finetune data prepare``: traces and code in, a tokenized and loss-masked dataset out, nothing lost.
 
-Every record read is counted exactly once: it is either in the output (``records_ok``, possibly
-split into several pieces) or in ``rejects.jsonl`` with its source file, line, record id, reason
-code and detail (``records_rejected``, duplicates included). ``stats.json`` says so with numbers
-that add up; a reject share above ``max_reject_fraction`` fails the run after writing the stats
-and the rejects, so the user can see why.
+Every record read (a trace, or a file of a ``codebase`` source, see ``data/code.py``) is counted
+exactly once: it is either in the output (``records_ok``, possibly split into several pieces) or
+in ``rejects.jsonl`` with its source, line, record id, reason code and detail
+(``records_rejected``, duplicates and skipped files included). ``stats.json`` says so with numbers
+that add up; a share of rejected traces above ``max_reject_fraction`` fails the run after writing
+the stats and the rejects, so the user can see why. Samples are streamed to an Arrow spool on
+disk; per source ``weight`` and ``max_tokens`` then shape the training mixture.
 
 Example::
 
@@ -15,26 +17,28 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import shutil
 import sys
+from array import array
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from finetune import FinetuneError
-from finetune.config import Recipe
+from finetune.config import Recipe, Source
 from finetune.data.formats import CONVERTERS, LAYOUT_KEYS, RecordError, detect_format, to_canonical
-from finetune.data.render import ROLES, Renderer, Sample, canonical_key
-from finetune.data.sources import read_records
+from finetune.data.render import IGNORE, ROLES, Renderer, Sample, canonical_key
+from finetune.data.sources import RawRecord, read_records
 from finetune.data.validate import validate_trace
 
 
 @dataclass
 class PrepareOptions:
     model: str
-    sources: list[tuple[str, str]]  # (path, format or "auto")
+    sources: list  # config.Source, or (path, format) pairs
     out: str
     chat_template: str | None = None
     max_seq_length: int = 2048
@@ -44,11 +48,14 @@ class PrepareOptions:
     dedup: bool = True
     progress: bool = False
 
+    def __post_init__(self):
+        self.sources = [s if isinstance(s, Source) else Source(path=s[0], format=s[1]) for s in self.sources]
+
     @classmethod
     def from_recipe(cls, recipe: Recipe, **kw) -> PrepareOptions:
         d = recipe.data
         return cls(model=recipe.model.path, chat_template=recipe.model.chat_template,
-                   sources=[(s.path, s.format) for s in d.sources], out=d.output_dir,
+                   sources=list(d.sources), out=d.output_dir,
                    max_seq_length=d.max_seq_length, validation_fraction=d.validation_fraction, seed=d.seed,
                    max_reject_fraction=d.max_reject_fraction, dedup=d.dedup, **kw)
 
@@ -56,7 +63,7 @@ class PrepareOptions:
 def parse_source(spec: str) -> tuple[str, str]:
     """``path[:format]`` -> (path, format); a Windows-free split on the last colon."""
     path, _, fmt = spec.rpartition(":")
-    if path and fmt in ("auto", *CONVERTERS):
+    if path and fmt in ("auto", "codebase", *CONVERTERS):
         return path, fmt
     return spec, "auto"
 
@@ -109,56 +116,167 @@ class _Rejects:
         self.fh.write(line.translate(_LINE_ENDS) + "\n")
 
 
-def _arrow_split(samples: list[tuple[str, str, int, Sample]]):
-    import numpy as np
+# Columns of every prepared split (one row per sample).
+def _schema():
     import pyarrow as pa
-    from datasets import Dataset
 
-    ids = [s.input_ids for *_, s in samples]
-    labels = [s.labels for *_, s in samples]
-    lengths = [len(x) for x in ids]
-    if sum(lengths) >= 2**31:  # Arrow list offsets are int32
-        raise FinetuneError(f"{sum(lengths):,} tokens in one split exceed 2^31; prepare the sources in parts")
-    offsets = np.zeros(len(samples) + 1, dtype=np.int32)
-    np.cumsum(lengths, out=offsets[1:])
+    return pa.schema([("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32())),
+                      ("source", pa.string()), ("record_id", pa.string()), ("piece", pa.int32())])
 
-    def col(parts):
-        flat = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
-        return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat))
 
-    table = pa.table({"input_ids": col(ids), "labels": col(labels),
-                      "source": pa.array([s[0] for s in samples], pa.string()),
-                      "record_id": pa.array([s[1] for s in samples], pa.string()),
-                      "piece": pa.array([s[2] for s in samples], pa.int32())})
-    return Dataset(table)
+STAT_ROLES = (*ROLES, "code")
+
+
+class _Spool:
+    """Samples go to an Arrow stream on disk as they are made (a large repository never sits in
+    memory); memory keeps three numbers per sample for the split, the mixture and the stats."""
+
+    BATCH = 1024
+
+    def __init__(self, path: Path):
+        import pyarrow as pa
+
+        self.path = path
+        self.sink = pa.OSFile(str(path), "wb")
+        self.writer = pa.ipc.new_stream(self.sink, _schema())
+        self.pending: list[tuple] = []
+        self.rows = 0
+        self.tokens, self.trained = array("q"), array("q")
+        self.roles = {r: [0, 0] for r in STAT_ROLES}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        if exc_type is not None:  # a failed run leaves no half-written spool behind
+            self.writer.close()
+            self.sink.close()
+            self.path.unlink()
+
+    def add(self, source: str, record_id: str, pieces: list[Sample]) -> tuple[int, int]:
+        """Append a record's samples; (first row, number of rows)."""
+        import numpy as np
+
+        first = self.rows
+        for i, p in enumerate(pieces):
+            ids, labels = np.asarray(p.input_ids, dtype=np.int32), np.asarray(p.labels, dtype=np.int32)
+            self.pending.append((ids, labels, source, record_id, i))
+            self.tokens.append(len(ids))
+            self.trained.append(int((labels != IGNORE).sum()))
+            for role, (total, trained) in p.role_tokens.items():
+                self.roles[role][0] += total
+                self.roles[role][1] += trained
+            self.rows += 1
+        if len(self.pending) >= self.BATCH:
+            self._flush()
+        return first, len(pieces)
+
+    def _flush(self) -> None:
+        import numpy as np
+        import pyarrow as pa
+
+        if not self.pending:
+            return
+        cols = list(zip(*self.pending, strict=True))
+        lengths = np.fromiter((len(x) for x in cols[0]), dtype=np.int32, count=len(cols[0]))
+        offsets = pa.array(np.concatenate([[0], np.cumsum(lengths, dtype=np.int32)]).astype(np.int32))
+        lists = [pa.ListArray.from_arrays(offsets, pa.array(np.concatenate(c))) for c in cols[:2]]
+        self.writer.write_batch(pa.record_batch(
+            [*lists, pa.array(cols[2], pa.string()), pa.array(cols[3], pa.string()), pa.array(cols[4], pa.int32())],
+            schema=_schema()))
+        self.pending = []
+
+    def close(self) -> str:
+        """Finish the file; its sha256 (the content part of the splits' fingerprints)."""
+        self._flush()
+        self.writer.close()
+        self.sink.close()
+        digest = hashlib.sha256()
+        with self.path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+
+
+def weighted_rows(rows: list[int], weight: float, seed: int) -> list[int]:
+    """``weight`` x ``rows``: whole repeats, then a seeded sample of the remainder (in row order)."""
+    whole, frac = int(weight), weight - int(weight)
+    extra = round(frac * len(rows))
+    picked = list(rows) * whole + [rows[i] for i in sorted(random.Random(seed).sample(range(len(rows)), extra))]
+    if rows and not picked:
+        raise FinetuneError(f"weight {weight} keeps no sample of a {len(rows)}-sample set")
+    return picked
+
+
+def _capped(rows: list[int], tokens: array, cap: int | None, seed: int) -> list[int]:
+    """Whole samples, in a seeded order, while their tokens fit under ``cap`` (then back in row order)."""
+    if cap is None:
+        return rows
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    kept, total = [], 0
+    for i in order:
+        if total + tokens[rows[i]] <= cap:
+            kept.append(i)
+            total += tokens[rows[i]]
+    return [rows[i] for i in sorted(kept)]
 
 
 def prepare(opts: PrepareOptions) -> dict:
     """Run the whole pipeline; return the stats (also written to ``OUT/stats.json``)."""
-    from datasets import DatasetDict
+    from datasets import Dataset, DatasetDict
     from tqdm import tqdm
 
-    missing = [p for p, _ in opts.sources if not Path(p).exists()]
+    from finetune.data.code import codebase_records, new_stats
+    from finetune.data.dedup import Decontaminator, Deduplicator
+    from finetune.data.fim import FimTokens
+
+    missing = [s.path for s in opts.sources if not Path(s.path).exists()]
     if missing:  # every missing input at once, before any slow loading
         raise FinetuneError(f"source {', '.join(missing)} does not exist")
+    for s in opts.sources:
+        if Path(s.path).is_dir() and s.format != "codebase" and not any(
+                (Path(s.path) / f).exists() for f in ("dataset_dict.json", "dataset_info.json")):
+            raise FinetuneError(f"{s.path} is a folder but not a saved dataset: for a repository of code give "
+                                f"--source {s.path}:codebase (recipe: format: codebase)")
     tok = load_model_tokenizer(opts.model, opts.chat_template)
-    renderer = Renderer(tok)
+    if any(s.codebase and s.codebase.fim and s.codebase.fim.rate > 0 for s in opts.sources):
+        FimTokens.of(tok)  # no FIM tokens: say so before any work
+    renderer = None  # built at the first trace source: code alone needs no chat template
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     # A failed run must not leave an older dataset behind that looks like its result.
     for stale in ("dataset", "tokenizer"):
         shutil.rmtree(out / stale, ignore_errors=True)
     rejects = _Rejects(out / "rejects.jsonl")
+    spool = _Spool(out / "spool.arrow")
     seen: dict[str, str] = {}  # canonical trace -> where it was first seen
-    kept: list[tuple[str, str, list[Sample]]] = []  # (source, record id, pieces)
+    records: list[tuple[int, int, int]] = []  # (source index, first row, rows)
     per_source: dict[str, Counter] = {}
-    formats: dict[str, str | None] = {p: (None if f == "auto" else f) for p, f in opts.sources}
-    n_in = 0
-    with rejects, tqdm(desc="prepare", unit="rec", disable=not opts.progress or not sys.stderr.isatty()) as bar:
-        for path, _ in opts.sources:
+    code_stats: dict[str, dict] = {}
+    dedups: dict[float | None, Deduplicator] = {}  # one per threshold: duplicates across repositories too
+    formats: dict[str, str | None] = {s.path: (None if s.format == "auto" else s.format) for s in opts.sources}
+    with rejects, spool, tqdm(desc="prepare", unit="rec", disable=not opts.progress or not sys.stderr.isatty()) as bar:
+        for si, src in enumerate(opts.sources):
+            path = src.path
             counts = per_source.setdefault(path, Counter())
+            if src.format == "codebase":
+                cb = src.codebase
+                cstats = code_stats[path] = new_stats()
+                dedup = dedups.setdefault(cb.near_duplicate_threshold,
+                                          Deduplicator(cb.near_duplicate_threshold, exact=opts.dedup))
+                items = codebase_records(path, cb, tok, opts.max_seq_length, opts.seed, cstats, dedup,
+                                         Decontaminator(cb.decontaminate, cb.decontaminate_ngram))
+                for item in items:
+                    bar.update()
+                    if hasattr(item, "reason"):
+                        rejects.add(RawRecord(path, None, None), item.reason, item.detail, item.path)
+                    else:
+                        records.append((si, *spool.add(path, item.record_id, item.samples)))
+                counts.update({"in": cstats["files_in"], "ok": cstats["files_ok"],
+                               "rejected": sum(cstats["skipped"].values())})
+                continue
             for raw in read_records(path):
-                n_in += 1
                 counts["in"] += 1
                 bar.update()
                 rid = raw.record.get("id") if isinstance(raw.record, dict) else None
@@ -171,6 +289,7 @@ def prepare(opts: PrepareOptions) -> dict:
                     key = canonical_key(trace)
                     if opts.dedup and key in seen:
                         raise RecordError("duplicate", f"exact duplicate of {seen[key]}")
+                    renderer = renderer or Renderer(tok)
                     pieces = renderer.render(trace, opts.max_seq_length)
                 except RecordError as exc:
                     rejects.add(raw, exc.reason, exc.detail, rid)
@@ -178,69 +297,90 @@ def prepare(opts: PrepareOptions) -> dict:
                     continue
                 seen[key] = f"{raw.source}:{raw.line}"
                 counts["ok"] += 1
-                kept.append((path, rid, [_compact(p) for p in pieces]))
+                records.append((si, *spool.add(path, rid, pieces)))
+    fingerprint = spool.close()
 
+    n_in = sum(c["in"] for c in per_source.values())
+    n_ok = sum(c["ok"] for c in per_source.values())
     n_rej = sum(rejects.reasons.values())
-    assert len(kept) + n_rej == n_in, "every record is kept or rejected"
+    assert all(c["ok"] + c["rejected"] == c["in"] for c in per_source.values()), "every input is kept or rejected"
+    assert n_ok + n_rej == n_in
     rng = random.Random(opts.seed)
-    order = list(range(len(kept)))
+    order = list(range(len(records)))
     rng.shuffle(order)
-    n_val = round(len(kept) * opts.validation_fraction)
-    if opts.validation_fraction > 0 and len(kept) >= 2:
+    n_val = round(len(records) * opts.validation_fraction)
+    if opts.validation_fraction > 0 and len(records) >= 2:
         n_val = max(1, n_val)
     val_idx = set(order[:n_val])
-    splits: dict[str, list] = {"train": [], "validation": []}
-    for i, (src, rid, pieces) in enumerate(kept):
-        for p, s in enumerate(pieces):
-            splits["validation" if i in val_idx else "train"].append((src, rid, p, s))
+    val_rows: list[int] = []
+    train_by_source: dict[int, list[int]] = {}
+    for i, (si, first, n) in enumerate(records):
+        (val_rows if i in val_idx else train_by_source.setdefault(si, [])).extend(range(first, first + n))
+    train_rows: list[int] = []
+    mixture = {}
+    for si, src in enumerate(opts.sources):
+        rows = weighted_rows(train_by_source.get(si, []), src.weight, opts.seed + si)
+        picked = _capped(rows, spool.tokens, src.max_tokens, opts.seed + si)
+        train_rows += picked
+        mixture[src.path] = {"weight": src.weight, "max_tokens": src.max_tokens, "samples": len(picked),
+                             "capped_samples": len(rows) - len(picked),
+                             "tokens": sum(spool.tokens[r] for r in picked),
+                             "tokens_trained": sum(spool.trained[r] for r in picked)}
+    train_tokens = sum(m["tokens"] for m in mixture.values())
+    for m in mixture.values():
+        m["token_share"] = round(m["tokens"] / train_tokens, 4) if train_tokens else 0.0
 
-    role_tokens = {r: {"tokens": 0, "trained": 0} for r in ROLES}
-    for rows in splits.values():
-        for *_, s in rows:
-            for r, (total, trained) in s.role_tokens.items():
-                role_tokens[r]["tokens"] += total
-                role_tokens[r]["trained"] += trained
+    role_tokens = {r: {"tokens": t, "trained": k} for r, (t, k) in spool.roles.items() if t or r in ROLES}
     tokens_total = sum(v["tokens"] for v in role_tokens.values())
     tokens_trained = sum(v["trained"] for v in role_tokens.values())
+    trace_counts = [c for s, c in per_source.items() if formats.get(s) != "codebase"]
     stats = {
-        "records_in": n_in, "records_ok": len(kept), "records_rejected": n_rej,
+        "records_in": n_in, "records_ok": n_ok, "records_rejected": n_rej,
         "reject_reasons": dict(rejects.reasons.most_common()),
         "duplicates": rejects.reasons.get("duplicate", 0),
-        "records_split": sum(len(p) > 1 for *_, p in kept),
-        "pieces": sum(len(p) for *_, p in kept),
-        "truncated": 0,  # never: long traces are split at turn boundaries or rejected
-        "samples": {k: len(v) for k, v in splits.items()},
-        "records_per_split": {"train": len(kept) - len(val_idx), "validation": len(val_idx)},
+        "records_split": sum(n > 1 for *_, n in records),
+        "pieces": spool.rows,
+        "truncated": 0,  # never: long traces are split at turn boundaries, long files at lines
+        "samples": {"train": len(train_rows), "validation": len(val_rows)},
+        "records_per_split": {"train": len(records) - len(val_idx), "validation": len(val_idx)},
         "tokens_total": tokens_total, "tokens_trained": tokens_trained,
         "trained_share": round(tokens_trained / tokens_total, 4) if tokens_total else 0.0,
         "tokens_per_role": role_tokens,
         "max_seq_length": opts.max_seq_length,
-        "sources": {k: {"format": formats.get(k), **v} for k, v in per_source.items()},
+        "sources": {k: {"format": formats.get(k), **v, **({"codebase": _plain(code_stats[k])} if k in code_stats else {})}
+                    for k, v in per_source.items()},
+        "mixture": mixture,
         "model": opts.model, "chat_template": opts.chat_template or "model",
     }
     (out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
-    if n_in == 0:
-        raise FinetuneError(f"no records in {', '.join(p for p, _ in opts.sources)}")
-    share = n_rej / n_in
-    if share > opts.max_reject_fraction:
-        top = ", ".join(f"{k} x{v}" for k, v in rejects.reasons.most_common(3))
-        raise FinetuneError(f"{n_rej} of {n_in} records rejected ({share:.0%} > max_reject_fraction "
-                            f"{opts.max_reject_fraction:.0%}); top reasons: {top}; see {out / 'rejects.jsonl'}")
-    if tokens_trained == 0:
-        raise FinetuneError("no token would be trained: no usable assistant turn (all rejected, or train: false); "
-                            f"see {out / 'rejects.jsonl'}")
-    # An empty split cannot be loaded back by `datasets`: it is left out (validation_fraction 0).
-    DatasetDict({k: _arrow_split(v) for k, v in splits.items() if v}).save_to_disk(str(out / "dataset"))
+    try:
+        if n_in == 0:
+            raise FinetuneError(f"no records in {', '.join(s.path for s in opts.sources)}")
+        t_in, t_rej = sum(c["in"] for c in trace_counts), sum(c["rejected"] for c in trace_counts)
+        if t_in and t_rej / t_in > opts.max_reject_fraction:  # skipped code files are filtering, not errors
+            top = ", ".join(f"{k} x{v}" for k, v in rejects.reasons.most_common(3))
+            raise FinetuneError(f"{t_rej} of {t_in} records rejected ({t_rej / t_in:.0%} > max_reject_fraction "
+                                f"{opts.max_reject_fraction:.0%}); top reasons: {top}; see {out / 'rejects.jsonl'}")
+        if tokens_trained == 0:
+            raise FinetuneError("no token would be trained: no usable assistant turn or code file (all rejected, "
+                                f"or train: false); see {out / 'rejects.jsonl'}")
+        ds = Dataset.from_file(str(spool.path))
+        # An empty split cannot be loaded back by `datasets`: it is left out (validation_fraction 0).
+        # Fingerprints from content, so that the same inputs and seed give byte-identical folders.
+        splits = {k: ds.select(v, new_fingerprint=hashlib.sha256(f"{fingerprint}:{k}:{v}".encode()).hexdigest()[:16])
+                  for k, v in (("train", train_rows), ("validation", val_rows)) if v}
+        DatasetDict(splits).save_to_disk(str(out / "dataset"))
+        del ds, splits
+    finally:
+        spool.path.unlink()
     # The exact tokenizer and chat template that made the masks travel with the data.
     tok.save_pretrained(str(out / "tokenizer"))
     return stats
 
 
-def _compact(s: Sample) -> Sample:
-    """int32 arrays instead of Python int lists: 50,000 traces fit in memory (8x smaller)."""
-    import numpy as np
-
-    return Sample(np.asarray(s.input_ids, dtype=np.int32), np.asarray(s.labels, dtype=np.int32), s.role_tokens)
+def _plain(stats: dict) -> dict:
+    """Counters as sorted plain dicts, for stats.json."""
+    return {k: dict(sorted(v.items())) if isinstance(v, Counter) else v for k, v in stats.items()}
 
 
 def load_prepared(folder: str | Path):

@@ -11,7 +11,6 @@ Example::
 from __future__ import annotations
 
 import json
-import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,25 +26,10 @@ class TrainingData:
     stats: dict
 
 
-def _weighted(ds, weight: float, seed: int):
-    """``weight`` x the samples of ``ds``: whole repeats, then a seeded sample of the remainder."""
-    from datasets import concatenate_datasets
-
-    whole, frac = int(weight), weight - int(weight)
-    parts = [ds] * whole
-    extra = round(frac * len(ds))
-    if extra:
-        idx = random.Random(seed).sample(range(len(ds)), extra)
-        parts.append(ds.select(sorted(idx)))
-    if not parts:
-        raise FinetuneError(f"weight {weight} keeps no sample of a {len(ds)}-sample set")
-    return concatenate_datasets(parts)
-
-
 def _load_sets(sets: list[PreparedSet], max_len: int, seed: int) -> TrainingData:
     from datasets import concatenate_datasets
 
-    from finetune.data.prepare import load_prepared
+    from finetune.data.prepare import load_prepared, weighted_rows
 
     trains, vals, stats, tokenizer_dir = [], [], {}, None
     for s in sets:
@@ -61,7 +45,7 @@ def _load_sets(sets: list[PreparedSet], max_len: int, seed: int) -> TrainingData
         elif (tok_dir / "tokenizer.json").read_bytes() != (tokenizer_dir / "tokenizer.json").read_bytes():
             raise FinetuneError(f"{folder} was tokenized with another tokenizer than {tokenizer_dir.parent}; "
                                 "prepare every set with the same model")
-        trains.append(_weighted(ds["train"], s.weight, seed))
+        trains.append(ds["train"].select(weighted_rows(range(len(ds["train"])), s.weight, seed)))
         if "validation" in ds:
             vals.append(ds["validation"])
         stats[str(folder)] = {"weight": s.weight, "samples": len(trains[-1]), "source_samples": len(ds["train"]),
