@@ -24,6 +24,7 @@ Example::
 
 from __future__ import annotations
 
+import bisect
 import json
 import random
 import re
@@ -32,6 +33,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from finetune import FinetuneError
 from finetune.config import Codebase
 from finetune.data.codebase import CodeFile, Skip, WalkStats, header, walk_repository
 from finetune.data.dedup import Decontaminator, Deduplicator
@@ -41,6 +43,7 @@ from finetune.data.secrets import Redactor
 
 DOC_END = ("<|end_of_text|>", "<｜end▁of▁sentence｜>", "<|endoftext|>", "</s>")
 FIM_MARGIN = 8  # sentinels (4) + tokens that cutting inside a word can add at each cut (2 x 2)
+MIN_BUDGET = 32  # tokens of code per sample, at least
 _IMPORT = re.compile(r"^[ \t]*(?:from[ \t]+(\.*[\w.]*)[ \t]+import[ \t]+([\w., \t()*]+)|import[ \t]+([\w., \t]+))",
                      re.MULTILINE)
 
@@ -123,6 +126,10 @@ class _Builder:
         self.tok, self.max, self.opts, self.seed, self.stats = tok, max_seq_length, opts, seed, stats
         self.fim = FimTokens.of(tok) if opts.fim and opts.fim.rate > 0 else None
         self.budget = max_seq_length - 2 - (FIM_MARGIN if self.fim else 0)
+        if self.budget < MIN_BUDGET:
+            raise FinetuneError(f"max_seq_length {max_seq_length} leaves {self.budget} tokens per code sample "
+                                f"(BOS, end token{' and FIM sentinels' if self.fim else ''} take the rest); "
+                                f"code needs at least {MIN_BUDGET}: raise data.max_seq_length")
         vocab = tok.get_vocab()
         self.bos = tok.bos_token_id if tok.bos_token else None
         self.end = next((vocab[t] for t in DOC_END if t in vocab), tok.eos_token_id)
@@ -135,16 +142,19 @@ class _Builder:
         if len(ids) <= self.budget:
             return [(head + text, ids)]
         head_ids = self.tok(head, add_special_tokens=False)["input_ids"]
-        full = head + text
+        if len(head_ids) > self.budget // 2:  # a path too long to repeat: later pieces go without it
+            head, head_ids = "", []
+        full = header(path, language) + text
         line_starts = {m.end() for m in re.finditer("\n", full)}
-        cuttable = [k for k, (a, _) in enumerate(offsets) if a in line_starts]
+        cuttable = [k for k, (a, _) in enumerate(offsets) if a in line_starts]  # tokens that start a line
         pieces, start, room = [], 0, self.budget
         while start < len(ids):
             limit = start + room
             if limit >= len(ids):
                 end = len(ids)
-            else:
-                end = max((k for k in cuttable if start < k <= limit), default=limit)
+            else:  # the last line start that fits, or (a single longer line) a token boundary
+                i = bisect.bisect_right(cuttable, limit) - 1
+                end = cuttable[i] if i >= 0 and cuttable[i] > start else limit
             a = offsets[start][0]
             b = offsets[end][0] if end < len(ids) else len(full)
             pieces.append(((head if start else "") + full[a:b], (head_ids if start else []) + ids[start:end]))
