@@ -71,6 +71,20 @@ def test_code_llama_layout_has_no_dummy_space_inside(codellama):
     assert tok.decode(ids[2:pieces.index("▁<SUF>")]) == "x = "
 
 
+def test_starcoder_tokens_are_found_by_name():
+    from transformers import AddedToken
+
+    from finetune.tiny import load_tokenizer
+
+    tok = load_tokenizer(TOKENIZERS / "ggml-vocab-llama-spm.gguf")
+    names = ["<|endoftext|>", "<fim_prefix>", "<fim_middle>", "<fim_suffix>"]  # StarCoder's ids 0-3 order
+    tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in names], special_tokens=True)
+    fim = FimTokens.of(tok)
+    vocab = tok.get_vocab()
+    assert (fim.name, fim.pre, fim.suf, fim.mid, fim.eot) == (
+        "starcoder", vocab["<fim_prefix>"], vocab["<fim_suffix>"], vocab["<fim_middle>"], vocab["<|endoftext|>"])
+
+
 def test_fim_without_fim_tokens_is_a_clear_error(models, tmp_path):
     root = tmp_path / "repo"
     root.mkdir()
