@@ -23,12 +23,13 @@ import argparse
 import json
 import os
 import random
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from peak import peak_rss_mb
 
 REPO = Path(__file__).resolve().parents[1]
 WORDS = ("parse load save value index count items result total config path name token buffer offset limit "
@@ -142,7 +143,7 @@ def child(which: str, model: str, repo: str, out: str) -> None:
     t0 = time.perf_counter()
     result = SIDES[which](model, repo, out)
     result["seconds"] = time.perf_counter() - t0
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(result))
 
 

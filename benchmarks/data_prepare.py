@@ -17,12 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from peak import peak_rss_mb
 
 REPO = Path(__file__).resolve().parents[1]
 TOOLS = [
@@ -92,7 +93,7 @@ def child(which: str, model: str, corpus: str, out: str) -> None:
     t0 = time.perf_counter()
     result = (run_finetune if which == "finetune" else run_baseline)(model, corpus, out)
     result["seconds"] = time.perf_counter() - t0
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(result))
 
 

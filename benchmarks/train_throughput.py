@@ -19,12 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from peak import peak_rss_mb
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -110,7 +111,7 @@ def child(which: str, *args) -> None:
     model, data, out, steps, batch, seq, precision = args
     r = (run_finetune if which == "finetune" else run_baseline)(model, data, out, int(steps), int(batch), int(seq),
                                                                 precision)
-    r["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    r["peak_rss_mb"] = peak_rss_mb()
     r["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
     print("RESULT " + json.dumps(r))
 
