@@ -18,7 +18,10 @@ every later piece repeats the header. Nothing is truncated. Each sample is
 
 Example::
 
-    for item in codebase_records("path/to/repo", Codebase(), tokenizer, 2048, seed=42, stats={}):
+    opts = Codebase()
+    items = codebase_records("path/to/repo", opts, tokenizer, 2048, 42, new_stats(),
+                             Deduplicator(opts.near_duplicate_threshold), Decontaminator([], 20))
+    for item in items:
         ...   # CodeRecord(record_id, samples) or Skip(path, reason, detail)
 """
 
@@ -137,14 +140,14 @@ class _Builder:
     def chunks(self, path: str, language: str, text: str) -> list[tuple[str, list[int]]]:
         """(text, ids) pieces of one file, each within the budget, every piece headed by the path."""
         head = header(path, language)
-        enc = self.tok(head + text, add_special_tokens=False, return_offsets_mapping=True)
+        full = head + text
+        enc = self.tok(full, add_special_tokens=False, return_offsets_mapping=True)
         ids, offsets = list(enc["input_ids"]), enc["offset_mapping"]
         if len(ids) <= self.budget:
-            return [(head + text, ids)]
+            return [(full, ids)]
         head_ids = self.tok(head, add_special_tokens=False)["input_ids"]
         if len(head_ids) > self.budget // 2:  # a path too long to repeat: later pieces go without it
             head, head_ids = "", []
-        full = header(path, language) + text
         line_starts = {m.end() for m in re.finditer("\n", full)}
         cuttable = [k for k, (a, _) in enumerate(offsets) if a in line_starts]  # tokens that start a line
         pieces, start, room = [], 0, self.budget
@@ -191,11 +194,10 @@ def new_stats() -> dict:
 
 
 def codebase_records(root: str, opts: Codebase, tok, max_seq_length: int, seed: int, stats: dict,
-                     dedup: Deduplicator | None = None, decontaminate: Decontaminator | None = None):
-    """Yield a ``Skip`` for every file left out and a ``CodeRecord`` per sample group; fill ``stats``."""
+                     dedup: Deduplicator, decontaminate: Decontaminator):
+    """Yield a ``Skip`` for every file left out and a ``CodeRecord`` per sample group; fill ``stats``
+    (from ``new_stats()``). ``dedup`` may be shared by several repositories, to find copies across them."""
     builder = _Builder(tok, max_seq_length, opts, seed, stats)
-    dedup = dedup or Deduplicator(opts.near_duplicate_threshold)
-    decontaminate = decontaminate or Decontaminator(opts.decontaminate, opts.decontaminate_ngram)
     redactor = Redactor(pii=opts.redact_pii) if opts.redact_secrets or opts.redact_pii else None
     walk = WalkStats()
     docs: list[_Doc] = []

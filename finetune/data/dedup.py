@@ -109,7 +109,7 @@ def _eval_texts(path: Path):
 class Decontaminator:
     """Drops texts that share an ``n``-word sequence with an evaluation item."""
 
-    def __init__(self, eval_sets: list[str], n: int):
+    def __init__(self, eval_sets, n: int):
         self.n = n
         self.grams: dict[str, str] = {}
         for name in eval_sets:

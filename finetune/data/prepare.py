@@ -31,7 +31,7 @@ from finetune import FinetuneError
 from finetune.config import Recipe, Source
 from finetune.data.formats import CONVERTERS, LAYOUT_KEYS, RecordError, detect_format, to_canonical
 from finetune.data.render import IGNORE, ROLES, Renderer, Sample, canonical_key
-from finetune.data.sources import RawRecord, read_records
+from finetune.data.sources import RawRecord, check_folder, read_records
 from finetune.data.validate import validate_trace
 
 
@@ -228,6 +228,7 @@ def prepare(opts: PrepareOptions) -> dict:
     from tqdm import tqdm
 
     from finetune.data.code import codebase_records, new_stats
+    from finetune.data.codebase import Skip
     from finetune.data.dedup import Decontaminator, Deduplicator
     from finetune.data.fim import FimTokens
 
@@ -235,10 +236,8 @@ def prepare(opts: PrepareOptions) -> dict:
     if missing:  # every missing input at once, before any slow loading
         raise FinetuneError(f"source {', '.join(missing)} does not exist")
     for s in opts.sources:
-        if Path(s.path).is_dir() and s.format != "codebase" and not any(
-                (Path(s.path) / f).exists() for f in ("dataset_dict.json", "dataset_info.json")):
-            raise FinetuneError(f"{s.path} is a folder but not a saved dataset: for a repository of code give "
-                                f"--source {s.path}:codebase (recipe: format: codebase)")
+        if Path(s.path).is_dir() and s.format != "codebase":
+            check_folder(Path(s.path))
     tok = load_model_tokenizer(opts.model, opts.chat_template)
     if any(s.codebase and s.codebase.fim and s.codebase.fim.rate > 0 for s in opts.sources):
         FimTokens.of(tok)  # no FIM tokens: say so before any work
@@ -255,6 +254,7 @@ def prepare(opts: PrepareOptions) -> dict:
     per_source: dict[str, Counter] = {}
     code_stats: dict[str, dict] = {}
     dedups: dict[float | None, Deduplicator] = {}  # one per threshold: duplicates across repositories too
+    decontaminators: dict[tuple, Decontaminator] = {}
     formats: dict[str, str | None] = {s.path: (None if s.format == "auto" else s.format) for s in opts.sources}
     with rejects, spool, tqdm(desc="prepare", unit="rec", disable=not opts.progress or not sys.stderr.isatty()) as bar:
         for si, src in enumerate(opts.sources):
@@ -263,13 +263,16 @@ def prepare(opts: PrepareOptions) -> dict:
             if src.format == "codebase":
                 cb = src.codebase
                 cstats = code_stats[path] = new_stats()
-                dedup = dedups.setdefault(cb.near_duplicate_threshold,
-                                          Deduplicator(cb.near_duplicate_threshold, exact=opts.dedup))
-                items = codebase_records(path, cb, tok, opts.max_seq_length, opts.seed, cstats, dedup,
-                                         Decontaminator(cb.decontaminate, cb.decontaminate_ngram))
+                if cb.near_duplicate_threshold not in dedups:
+                    dedups[cb.near_duplicate_threshold] = Deduplicator(cb.near_duplicate_threshold, exact=opts.dedup)
+                sets = (tuple(cb.decontaminate), cb.decontaminate_ngram)
+                if sets not in decontaminators:  # evaluation sets are read once, however many repositories
+                    decontaminators[sets] = Decontaminator(*sets)
+                items = codebase_records(path, cb, tok, opts.max_seq_length, opts.seed, cstats,
+                                         dedups[cb.near_duplicate_threshold], decontaminators[sets])
                 for item in items:
                     bar.update()
-                    if hasattr(item, "reason"):
+                    if isinstance(item, Skip):
                         rejects.add(RawRecord(path, None, None), item.reason, item.detail, item.path)
                     else:
                         records.append((si, *spool.add(path, item.record_id, item.samples)))

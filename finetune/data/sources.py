@@ -83,12 +83,18 @@ def _saved_dataset(path: Path) -> Iterator[RawRecord]:
             yield RawRecord(label, n, rec)
 
 
+def check_folder(path: Path) -> None:
+    """A folder of records must be saved by `datasets`; any other folder is code, said explicitly."""
+    if not (path / "dataset_dict.json").exists() and not (path / "dataset_info.json").exists():
+        raise FinetuneError(f"{path} is a folder but not a dataset saved by `datasets` (save_to_disk): for a "
+                            f"repository of code give --source {path}:codebase (recipe: format: codebase)")
+
+
 def read_records(path: str | Path) -> Iterator[RawRecord]:
     """Yield every record of one input, in order, with its location."""
     path = Path(path)
     if path.is_dir():
-        if not (path / "dataset_dict.json").exists() and not (path / "dataset_info.json").exists():
-            raise FinetuneError(f"{path}: a folder source must be saved by `datasets` (save_to_disk)")
+        check_folder(path)
         yield from _saved_dataset(path)
         return
     if not path.exists():
