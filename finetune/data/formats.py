@@ -15,7 +15,8 @@ calls that match the schemas) is decided in one place, ``validate.validate_trace
 raises ``RecordError`` only when the shape itself cannot be read.
 
 Layouts: ``openai`` (messages + tools; also plain chat), ``sharegpt`` (ShareGPT / Hermes
-function calling with ``<tools>``, ``<tool_call>``, ``<tool_response>`` tags), ``glaive``
+function calling with ``<tools>``, ``<tool_call>``, ``<tool_response>`` tags; ``hermes`` is
+another name for it), ``glaive``
 (Glaive function-calling v2: a SYSTEM string and one chat string), ``xlam`` (query / tools /
 answers), ``swe_agent`` (trajectories of role/text or role/content turns).
 """
@@ -46,6 +47,9 @@ LAYOUT_KEYS = {
 }
 
 
+# Other names people give a layout (``--source FILE:hermes``).
+ALIASES = {"hermes": "sharegpt"}
+
 _MATCHES = {
     "openai": lambda r: isinstance(r.get("messages"), list),
     "sharegpt": lambda r: isinstance(r.get("conversations"), list),
@@ -55,9 +59,14 @@ _MATCHES = {
 }
 
 
+def layout_name(fmt: str) -> str:
+    """The layout an alias names (``hermes`` -> ``sharegpt``); other names unchanged."""
+    return ALIASES.get(fmt, fmt)
+
+
 def matches(record: Any, fmt: str) -> bool:
-    """Whether ``record`` has the keys that layout ``fmt`` needs."""
-    return isinstance(record, dict) and _MATCHES[fmt](record)
+    """Whether ``record`` has the keys that layout ``fmt`` (or its alias) needs."""
+    return isinstance(record, dict) and _MATCHES[layout_name(fmt)](record)
 
 
 def detect_format(record: Any) -> str | None:
@@ -99,7 +108,7 @@ def _text(content: Any, where: str) -> str:
     raise RecordError("unsupported_content", f"{where}: content is a {type(content).__name__}")
 
 
-def _tools_list(raw: Any) -> list[dict]:
+def tools_list(raw: Any) -> list[dict]:
     """Tools from OpenAI's ``[{type: function, function: {...}}]`` or bare function dicts."""
     if raw is None or raw == "":
         return []
@@ -143,7 +152,10 @@ def _openai_messages(messages: list, where: str = "messages") -> list[dict]:
         role = _ROLES.get(str(m.get("role", "")).lower())
         if role is None:
             raise RecordError("unknown_role", f"{at}: role {m.get('role')!r}")
-        msg: dict[str, Any] = {"role": role, "content": _text(m.get("content", m.get("text")), at)}
+        content = m.get("content", m.get("text"))
+        if role == "user" and content is None:
+            raise RecordError("null_user_content", f"{at}: a user turn whose content is null")
+        msg: dict[str, Any] = {"role": role, "content": _text(content, at)}
         if role == "assistant":
             calls = m.get("tool_calls") or []
             if isinstance(m.get("function_call"), dict):  # the legacy single-call field
@@ -166,7 +178,7 @@ def _openai_messages(messages: list, where: str = "messages") -> list[dict]:
 
 
 def from_openai(rec: dict) -> dict:
-    return {"messages": _openai_messages(rec["messages"]), "tools": _tools_list(rec.get("tools"))}
+    return {"messages": _openai_messages(rec["messages"]), "tools": tools_list(rec.get("tools"))}
 
 
 # --------------------------------------------------------------------------- ShareGPT / Hermes
@@ -198,15 +210,31 @@ def _json_objects(text: str) -> list[Any]:
         values.append(value)
 
 
+def _response_name(text: str) -> str | None:
+    """The function a Hermes ``<tool_response>`` names (``{"name": ..., "content": ...}``), if any."""
+    try:
+        value = loads_lenient(text)
+    except RecordError:
+        return None
+    name = value.get("name") if isinstance(value, dict) else None
+    return name if isinstance(name, str) else None
+
+
 def from_sharegpt(rec: dict) -> dict:
-    tools = _tools_list(rec.get("tools"))
+    """ShareGPT / Hermes. Calls get ids here, and each ``<tool_response>`` (a ``tool`` turn often
+    holds several, the answers to parallel calls) is matched to an open call: by the function it
+    names, else in order. A response naming no open call is rejected, never guessed."""
+    tools = tools_list(rec.get("tools"))
     messages: list[dict] = []
+    open_calls: list[dict] = []  # calls of the latest assistant turn still without a response
+    n_calls = 0
     for i, turn in enumerate(rec["conversations"]):
         at = f"conversations[{i}]"
         if not isinstance(turn, dict):
             raise RecordError("malformed_message", f"{at} is not an object")
         who = str(turn.get("from", turn.get("role", ""))).lower()
-        value = _text(turn.get("value", turn.get("content")), at)
+        raw_value = turn.get("value", turn.get("content"))
+        value = _text(raw_value, at)
         if who == "function_call":
             who, value = "gpt", f"<tool_call>{value}</tool_call>"
         role = _ROLES.get(who) or {"function_response": "tool"}.get(who)
@@ -215,7 +243,7 @@ def from_sharegpt(rec: dict) -> dict:
         if role == "system":
             blocks = _TOOLS_BLOCK.findall(value)
             for block in blocks:
-                tools += _tools_list(_json_objects(block))
+                tools += tools_list(_json_objects(block))
             value = _TOOLS_BLOCK.sub("", value).strip() if blocks else value
             messages.append({"role": "system", "content": value})
         elif role == "assistant":
@@ -227,15 +255,32 @@ def from_sharegpt(rec: dict) -> dict:
                     parsed = None
                 if not isinstance(parsed, dict):
                     raise RecordError("malformed_json", f"{at}: <tool_call> is not a JSON object: {block.strip()[:80]!r}")
-                calls.append(_openai_call(parsed, at))
+                call = _openai_call(parsed, at)
+                call["id"] = call["id"] or f"call_{n_calls}"
+                n_calls += 1
+                calls.append(call)
             msg = {"role": "assistant", "content": _CALL_BLOCK.sub("", value).strip() if calls else value}
             if calls:
                 msg["tool_calls"] = calls
             messages.append(msg)
+            open_calls = list(calls)
         elif role == "tool":
             responses = _RESPONSE_BLOCK.findall(value) or [value]
-            messages += [{"role": "tool", "content": r.strip()} for r in responses]
+            for k, response in enumerate(responses):
+                msg = {"role": "tool", "content": response.strip()}
+                if open_calls:
+                    name = _response_name(response)
+                    match = next((c for c in open_calls if c["name"] == name), None) if name else open_calls[0]
+                    if match is None:
+                        raise RecordError("orphan_tool_result", f"{at}: <tool_response> {k + 1} of {len(responses)} "
+                                          f"answers {name!r}, which no open call of the turn before made "
+                                          f"(open: {[c['name'] for c in open_calls]})")
+                    open_calls.remove(match)
+                    msg["tool_call_id"] = match["id"]
+                messages.append(msg)
         else:
+            if role == "user" and raw_value is None:
+                raise RecordError("null_user_content", f"{at}: a user turn whose value is null")
             messages.append({"role": role, "content": value})
     return {"messages": messages, "tools": tools}
 
@@ -266,7 +311,7 @@ def from_glaive(rec: dict) -> dict:
         raise RecordError("malformed_message", "`system` is not a string")
     system = re.sub(r"^\s*SYSTEM:\s*", "", system)
     brace = system.find("{")
-    tools = _tools_list(_json_objects(system[brace:])) if brace >= 0 else []
+    tools = tools_list(_json_objects(system[brace:])) if brace >= 0 else []
     messages = [{"role": "system", "content": (system[:brace] if brace >= 0 else system).strip()}]
     if not messages[0]["content"]:
         messages = []
@@ -291,7 +336,7 @@ def from_glaive(rec: dict) -> dict:
 
 
 def from_xlam(rec: dict) -> dict:
-    tools = _tools_list(rec.get("tools"))
+    tools = tools_list(rec.get("tools"))
     answers = rec.get("answers")
     if isinstance(answers, str):
         answers = loads_lenient(answers)
@@ -315,7 +360,7 @@ def from_swe_agent(rec: dict) -> dict:
     if turns and isinstance(turns[0], dict) and "role" not in turns[0] and isinstance(rec.get("history"), list):
         turns = rec["history"]
     kept = [t for t in turns if not (isinstance(t, dict) and t.get("is_demo"))]
-    return {"messages": _openai_messages(kept, "trajectory"), "tools": _tools_list(rec.get("tools"))}
+    return {"messages": _openai_messages(kept, "trajectory"), "tools": tools_list(rec.get("tools"))}
 
 
 CONVERTERS = {"openai": from_openai, "sharegpt": from_sharegpt, "glaive": from_glaive,
@@ -324,6 +369,7 @@ CONVERTERS = {"openai": from_openai, "sharegpt": from_sharegpt, "glaive": from_g
 
 def to_canonical(record: Any, fmt: str) -> dict:
     """Convert one raw record of layout ``fmt`` to the canonical trace (not yet validated)."""
+    fmt = layout_name(fmt)
     if not matches(record, fmt):
         keys = sorted(record) if isinstance(record, dict) else type(record).__name__
         raise RecordError("wrong_layout", f"not a {fmt} record (needs {LAYOUT_KEYS[fmt]}; found {keys})")

@@ -2,11 +2,16 @@
 
 What is unambiguous is normalised: ``"type": "dict"`` becomes ``object``, ``float`` becomes
 ``number``, ``"str, optional"`` becomes an optional ``string``, ``List[int]`` an array, tool results
-given as objects become JSON text, missing call ids are numbered and a tool result with no id
-answers the single call still open. What is ambiguous is rejected with a ``RecordError`` whose
-reason code is counted in ``stats.json``: an unknown type name, a tool result when several calls
-are open, arguments that are not a JSON object, a call to a tool that is not declared, a missing
-required argument, an argument that is not declared or has the wrong type.
+given as objects become JSON text, missing call ids are numbered, a tool result with no id
+answers the open call of its name (or the single call still open), and several leading system
+turns become one. Type names of other languages (Java's ``String``, ``long``, ``ArrayList<T>``,
+``HashMap``; JavaScript's ``any``; an empty type) map to JSON types; where such a name is not a
+string type, the parameter also accepts a string, because data written for those languages
+passes values as source code (``"new ArrayList<>(List.of(1, 2))"``), which is kept verbatim and
+never evaluated. What is ambiguous is rejected with a ``RecordError`` whose reason code is
+counted in ``stats.json``: an unknown type name, a tool result without id or name when several
+calls are open, arguments that are not a JSON object, a call to a tool that is not declared, a
+missing required argument, an argument that is not declared or has the wrong type.
 
 Dotted function names (``weather.get``) are kept as they are: Llama and Hermes tool formats carry
 them verbatim, and renaming would teach the model a name that no runtime serves.
@@ -27,13 +32,26 @@ from finetune.data.formats import RecordError, loads_lenient
 _TYPES = {
     "string": "string", "str": "string", "text": "string", "char": "string",
     "number": "number", "float": "number", "double": "number", "decimal": "number",
-    "integer": "integer", "int": "integer", "long": "integer",
+    "integer": "integer", "int": "integer",
     "boolean": "boolean", "bool": "boolean",
     "array": "array", "list": "array", "tuple": "array", "set": "array", "sequence": "array",
     "object": "object", "dict": "object", "dictionary": "object", "map": "object", "mapping": "object",
     "null": "null", "none": "null",
 }
-_ANY = {"any", "typing.any", "object?"}
+_ANY = {"any", "typing.any", "object?", "", "mixed", "unknown"}
+# Java / JavaScript / C# names (lowercased); a value for one may be given as source code text.
+_FOREIGN = {
+    "long": "integer", "short": "integer", "byte": "integer", "biginteger": "integer", "bigint": "integer",
+    "int32": "integer", "int64": "integer", "uint": "integer",
+    "bigdecimal": "number", "float32": "number", "float64": "number",
+    "character": "string", "charsequence": "string",
+    "arraylist": "array", "linkedlist": "array", "vector": "array", "collection": "array", "iterable": "array",
+    "hashset": "array", "treeset": "array", "linkedhashset": "array",
+    "hashmap": "object", "treemap": "object", "linkedhashmap": "object", "hashtable": "object", "record": "object",
+}
+# Capitalised, these are Java's or JavaScript's types (Python's typing capitalises List, Dict...);
+# so is any generic written with angle brackets (List<Integer>).
+_BOXED = {"string", "boolean", "integer", "object", "number", "double", "float", "char", "map"}
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-:/]{0,127}$")
 
 
@@ -52,9 +70,18 @@ def _norm_type(raw: str, where: str) -> tuple[str | list[str] | None, bool]:
         [p.strip() for p in re.split(r"\s+or\s+|\|", text)] if re.search(r"\s+or\s+|\|", text) else [text])
     out: list[str] = []
     for part in parts:
-        base = re.sub(r"\[.*\]$", "", part).strip().lower()  # List[int] -> list
+        if part.endswith("[]"):  # Java / TypeScript arrays: String[], int[]
+            base, foreign = "array", True
+        else:  # List[int] -> list, ArrayList<String> -> arraylist
+            base = re.sub(r"\s*(\[.*\]|<.*>)$", "", part).strip().lower()
+            foreign = base in _FOREIGN or (base in _BOXED and part[:1].isupper()) or part.endswith(">")
         if base in _ANY:
             return None, optional
+        if foreign:  # source-code values are strings too
+            for t in (_FOREIGN.get(base) or _TYPES[base], "string"):
+                if t not in out:
+                    out.append(t)
+            continue
         if base not in _TYPES:
             raise RecordError("bad_tool_schema", f"{where}: unknown type {raw!r}")
         if _TYPES[base] not in out:
@@ -187,6 +214,10 @@ def validate_trace(trace: dict) -> dict:
         if "train" in m:
             msg["train"] = m["train"]
         if role == "system":
+            if out and out[-1]["role"] == "system" and len(out) == 1:
+                # Several leading system turns (a tools prompt, then the task's own): one, in order.
+                out[0]["content"] = "\n\n".join(t for t in (out[0]["content"], msg["content"]) if t.strip())
+                continue
             if out:
                 raise RecordError("bad_role_order", f"{where}: system message after the start")
         elif role == "user":
@@ -218,13 +249,17 @@ def validate_trace(trace: dict) -> dict:
             if not open_calls:
                 raise RecordError("orphan_tool_result", f"{where}: tool result with no open tool call")
             cid = m.get("tool_call_id")
-            if cid is None:
-                if len(open_calls) > 1 and m.get("name") is None:
-                    raise RecordError("orphan_tool_result", f"{where}: tool result without tool_call_id while {len(open_calls)} calls are open")
+            if cid is None and m.get("name") is not None:  # by tool name: the oldest open call of it
+                named = [c["id"] for c in out_calls(out) if c["id"] in open_calls and c["name"] == m["name"]]
+                if not named:
+                    raise RecordError("orphan_tool_result", f"{where}: tool result for {m['name']!r}, which no open "
+                                      f"call made")
+                cid = named[0]
+            elif cid is None:
+                if len(open_calls) > 1:
+                    raise RecordError("orphan_tool_result", f"{where}: tool result without tool_call_id or name "
+                                      f"while {len(open_calls)} calls are open")
                 cid = open_calls[0]
-                if m.get("name") is not None:  # match by tool name when several are open
-                    named = [c["id"] for c in out_calls(out) if c["id"] in open_calls and c["name"] == m["name"]]
-                    cid = named[0] if named else cid
             if cid not in open_calls:
                 raise RecordError("orphan_tool_result", f"{where}: tool_call_id {cid!r} answers no open call")
             open_calls.remove(cid)

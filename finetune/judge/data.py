@@ -186,16 +186,30 @@ def _tool_pairs(opts: JudgeDataOptions, stats: dict, rejects: list) -> list[dict
 
 
 def _as_messages(value, role: str):
+    """Text, one message, or a list of messages -> messages; None when it is none of those. An
+    assistant message may carry ``tool_calls`` instead of text (OpenAI / TRL conversational)."""
     if isinstance(value, str):
         return _message(role, value)
-    if isinstance(value, list) and all(isinstance(m, dict) and isinstance(m.get("content"), str)
-                                       and isinstance(m.get("role"), str) for m in value):
-        return [{"role": m["role"], "content": m["content"]} for m in value]
-    return None
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list):
+        return None
+    out = []
+    for m in value:
+        calls = m.get("tool_calls") if isinstance(m, dict) else None
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not (
+                isinstance(m.get("content"), str) or (m.get("content") is None and isinstance(calls, list) and calls)):
+            return None
+        out.append({k: m[k] for k in ("role", "content", "tool_calls") if k in m})
+    return out
 
 
 def _preference(record) -> tuple[dict | None, str | None]:
-    """One TRL preference record in any of its layouts -> conversational with explicit prompt."""
+    """One TRL preference record in any of its layouts -> conversational with explicit prompt,
+    rendered in the judge's one prompt layout (tools as signatures, calls as text)."""
+    from finetune.data.formats import RecordError, tools_list
+    from finetune.judge.tools import judge_prompt
+
     if not isinstance(record, dict) or "chosen" not in record or "rejected" not in record:
         return None, "missing_chosen_or_rejected"
     chosen, rejected = record["chosen"], record["rejected"]
@@ -216,11 +230,21 @@ def _preference(record) -> tuple[dict | None, str | None]:
         while k < min(len(chosen), len(rejected)) - 1 and chosen[k] == rejected[k]:
             k += 1
         prompt, chosen, rejected = chosen[:k], chosen[k:], rejected[k:]
-    if prompt is None or chosen is None or rejected is None:
+    if prompt is None or not chosen or not rejected:
         return None, "chosen_or_rejected_not_text_or_messages"
-    if chosen == rejected:
+    if any(m["role"] == "system" for m in chosen + rejected):
+        return None, "system_turn_in_answer"
+    try:
+        tools = tools_list(record.get("tools"))
+    except RecordError as exc:
+        return None, exc.reason
+    pair = {}
+    for key, answer in (("chosen", chosen), ("rejected", rejected)):
+        rendered = judge_prompt(tools, prompt + answer)
+        pair["prompt"], pair[key] = rendered[:-len(answer)], rendered[-len(answer):]
+    if pair["chosen"] == pair["rejected"]:
         return None, "chosen_equals_rejected"
-    return {"prompt": prompt, "chosen": chosen, "rejected": rejected}, None
+    return pair, None
 
 
 def _given_pairs(opts: JudgeDataOptions, stats: dict, rejects: list) -> list[dict]:

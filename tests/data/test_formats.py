@@ -156,3 +156,131 @@ def test_readers_keep_locations(tmp_path):
                       ).save_to_disk(str(tmp_path / "ds"))
     [row] = list(read_records(tmp_path / "ds"))
     assert validate_trace(to_canonical(row.record, "sharegpt"))["messages"][1] == {"role": "assistant", "content": "yo"}
+
+
+def test_hermes_is_a_name_for_the_sharegpt_layout():
+    assert validate_trace(to_canonical(SHAREGPT, "hermes")) == EXPECTED
+
+
+def _hermes(tools: list[dict], *turns) -> dict:
+    system = {"from": "system", "value": "<tools> " + json.dumps([{"type": "function", "function": t} for t in tools])
+              + " </tools>"}
+    return {"conversations": [system, *({"from": f, "value": v} for f, v in turns)]}
+
+
+def _block(tag: str, obj) -> str:
+    return f"<{tag}>\n{json.dumps(obj)}\n</{tag}>"
+
+
+READ = {"name": "read_file", "parameters": {"type": "object", "properties": {"path": {"type": "string"}},
+                                            "required": ["path"]}}
+
+
+def test_parallel_tool_responses_in_one_turn_match_their_calls_by_name_then_order():
+    calls = _block("tool_call", {"name": "get_weather", "arguments": {"city": "Paris"}}) + "\n" + \
+        _block("tool_call", {"name": "read_file", "arguments": {"path": "a.txt"}}) + "\n" + \
+        _block("tool_call", {"name": "get_weather", "arguments": {"city": "Oslo"}})
+    # Answered out of order: the file first (by name), then the two weather calls in call order.
+    responses = _block("tool_response", {"name": "read_file", "content": "hello"}) + "\n" + \
+        _block("tool_response", {"name": "get_weather", "content": {"temp": 21}}) + "\n" + \
+        _block("tool_response", {"temp": -3})  # unnamed: the oldest call still open
+    rec = _hermes([WEATHER, READ], ("human", "Weather in Paris and Oslo, and read a.txt."), ("gpt", calls),
+                  ("tool", responses), ("gpt", "21 and -3 degrees; a.txt says hello."))
+    trace = validate_trace(to_canonical(rec, "hermes"))
+    call_ids = {c["arguments"].get("city") or c["arguments"]["path"]: c["id"] for c in trace["messages"][2]["tool_calls"]}
+    answered = [(m["tool_call_id"], m["content"]) for m in trace["messages"][3:6]]
+    assert answered == [(call_ids["a.txt"], '{"name": "read_file", "content": "hello"}'),
+                        (call_ids["Paris"], '{"name": "get_weather", "content": {"temp": 21}}'),
+                        (call_ids["Oslo"], '{"temp": -3}')]
+
+
+def test_a_response_naming_no_open_call_is_rejected_with_the_names():
+    rec = _hermes([WEATHER, READ], ("human", "Read a.txt."),
+                  ("gpt", _block("tool_call", {"name": "read_file", "arguments": {"path": "a.txt"}})),
+                  ("tool", _block("tool_response", {"name": "get_weather", "content": 1})), ("gpt", "Done."))
+    with pytest.raises(RecordError) as err:
+        to_canonical(rec, "hermes")
+    assert err.value.reason == "orphan_tool_result"
+    assert "'get_weather'" in err.value.detail and "['read_file']" in err.value.detail
+
+
+def test_leading_system_turns_merge_in_order_and_keep_the_tools():
+    rec = _hermes([WEATHER], ("system", "You are the on-call assistant."), ("human", "Weather in Paris?"),
+                  ("gpt", "Sunny."))
+    rec["conversations"][0]["value"] = "Tools prompt. " + rec["conversations"][0]["value"]
+    trace = validate_trace(to_canonical(rec, "hermes"))
+    assert trace["messages"][0] == {"role": "system", "content": "Tools prompt.\n\nYou are the on-call assistant."}
+    assert [t["name"] for t in trace["tools"]] == ["get_weather"]
+    assert [m["role"] for m in trace["messages"]] == ["system", "user", "assistant"]
+    late = json.loads(json.dumps(OPENAI))
+    late["messages"].insert(2, {"role": "system", "content": "late"})  # after a user turn: still an error
+    with pytest.raises(RecordError, match="system message after the start"):
+        validate_trace(to_canonical(late, "openai"))
+
+
+def test_a_null_user_turn_has_its_own_reason():
+    rec = json.loads(json.dumps(OPENAI))
+    rec["messages"][1]["content"] = None
+    with pytest.raises(RecordError) as err:
+        to_canonical(rec, "openai")
+    assert err.value.reason == "null_user_content" and "messages[1]" in err.value.detail
+    with pytest.raises(RecordError) as err:
+        to_canonical(_hermes([], ("human", None), ("gpt", "Hi.")), "hermes")
+    assert err.value.reason == "null_user_content" and "conversations[1]" in err.value.detail
+
+
+@pytest.mark.parametrize("declared,normalised", [
+    ("String", "string"), ("Boolean", ["boolean", "string"]), ("long", ["integer", "string"]),
+    ("ArrayList", ["array", "string"]), ("ArrayList<String>", ["array", "string"]), ("String[]", ["array", "string"]),
+    ("HashMap", ["object", "string"]), ("Map<String, Integer>", ["object", "string"]), ("List<Integer>", ["array", "string"]), ("any", None), ("", None),
+    ("Optional[int]", ["integer", "null"]), ("List[str]", "array"), ("Dict", "object"),
+])
+def test_other_languages_type_names_map_to_json_types(declared, normalised):
+    from finetune.data.validate import normalise_tool
+
+    tool = normalise_tool({"name": "f", "parameters": {"type": "object", "properties": {"x": {"type": declared}}}}, "t")
+    assert tool["parameters"]["properties"]["x"].get("type") == normalised
+
+
+def test_source_code_values_for_java_types_are_kept_verbatim():
+    job = {"name": "schedule_job", "parameters": {"type": "object", "required": ["cron", "retries"], "properties": {
+        "cron": {"type": "String"}, "retries": {"type": "long"}, "tags": {"type": "ArrayList"},
+        "config": {"type": "any"}}}}
+    code = 'new ArrayList<>(List.of("nightly"))'
+    rec = {"tools": [job], "messages": [{"role": "user", "content": "Schedule it."}, {"role": "assistant", "tool_calls": [
+        {"function": {"name": "schedule_job", "arguments": {"cron": "0 3 * * *", "retries": 3, "tags": code,
+                                                              "config": {"a": [1]}}}}]}]}
+    call = validate_trace(to_canonical(rec, "openai"))["messages"][1]["tool_calls"][0]
+    assert call["arguments"]["tags"] == code and call["arguments"]["retries"] == 3
+    rec["messages"][1]["tool_calls"][0]["function"]["arguments"]["cron"] = 5  # String is still a string
+    with pytest.raises(RecordError) as err:
+        validate_trace(to_canonical(rec, "openai"))
+    assert err.value.reason == "wrong_argument_type"
+
+
+def test_the_shipped_public_layout_sample_adds_up():
+    from tests.conftest import REPO
+
+    got = {}
+    for raw in read_records(REPO / "data" / "sample" / "hermes-fc.jsonl"):
+        try:
+            trace = validate_trace(to_canonical(raw.record, "hermes"))
+            got[raw.record["id"]] = "ok"
+            assert trace["messages"][0]["role"] == "system" and len(trace["tools"]) >= 1
+        except RecordError as exc:
+            got[raw.record["id"]] = exc.reason
+    assert got == {"hfc-1": "ok", "hfc-2": "ok", "hfc-3": "ok", "hfc-4": "ok", "hfc-5": "null_user_content",
+                   "hfc-6": "orphan_tool_result"}
+
+
+def test_source_specs_name_unknown_layouts(tmp_path):
+    from finetune import FinetuneError
+    from finetune.data.prepare import parse_source
+
+    assert parse_source("traces.jsonl:hermes") == ("traces.jsonl", "hermes")
+    assert parse_source("traces.jsonl") == ("traces.jsonl", "auto")
+    with pytest.raises(FinetuneError, match="unknown layout 'hermez'; layouts: auto, openai, sharegpt, hermes"):
+        parse_source("traces.jsonl:hermez")
+    odd = tmp_path / "a:b"  # a colon inside a real path is a path
+    odd.write_text("")
+    assert parse_source(str(odd)) == (str(odd), "auto")

@@ -24,19 +24,20 @@ def _opts(model, sources, out, **kw):
 def test_shipped_samples_add_up(models, tmp_path):
     stats = prepare(_opts(models["spm-hermes"], SAMPLES, tmp_path, max_reject_fraction=0.5))
     rejects = [json.loads(line) for line in (tmp_path / "rejects.jsonl").read_text().splitlines()]
-    assert stats["records_in"] == stats["records_ok"] + stats["records_rejected"] == 17
+    assert stats["records_in"] == stats["records_ok"] + stats["records_rejected"] == 23
     assert len(rejects) == stats["records_rejected"] == sum(stats["reject_reasons"].values())
     for r in rejects:  # every reject says where it came from and why, and keeps the record
         assert r["source"] and r["line"] >= 1 and r["reason"] and r["detail"] and r["record"] is not None
     assert {(r["source"].rsplit("/", 1)[-1], r["line"], r["reason"]) for r in rejects} == {
         ("openai.jsonl", 4, "malformed_json"), ("openai.jsonl", 5, "unknown_tool"), ("openai.jsonl", 6, "duplicate"),
         ("openai.jsonl", 7, "invalid_json"), ("hermes.jsonl", 4, "missing_required_argument"),
-        ("xlam.json", 3, "bad_tool_schema")}
+        ("xlam.json", 3, "bad_tool_schema"), ("hermes-fc.jsonl", 5, "null_user_content"),
+        ("hermes-fc.jsonl", 6, "orphan_tool_result")}
     assert {k.rsplit("/", 1)[-1]: v["format"] for k, v in stats["sources"].items()} == {
-        "glaive.jsonl": "glaive", "hermes.jsonl": "sharegpt", "openai.jsonl": "openai",
+        "glaive.jsonl": "glaive", "hermes.jsonl": "sharegpt", "hermes-fc.jsonl": "sharegpt", "openai.jsonl": "openai",
         "swe_agent.jsonl": "swe_agent", "xlam.json": "xlam"}
     ds = load_prepared(tmp_path)
-    assert len(ds["train"]) + len(ds["validation"]) == stats["pieces"] == 11
+    assert len(ds["train"]) + len(ds["validation"]) == stats["pieces"] == 15
     assert len(ds["validation"]) == stats["samples"]["validation"] >= 1
     trained = sum(sum(x != IGNORE for x in row["labels"]) for split in ds.values() for row in split)
     assert trained == stats["tokens_trained"] > 0
@@ -52,7 +53,7 @@ def test_split_is_seeded_and_by_record(models, tmp_path):
     prepare(_opts(models["spm-hermes"], SAMPLES, tmp_path / "b", max_reject_fraction=0.5, validation_fraction=0.3))
     ids = lambda p: sorted(load_prepared(p)["validation"]["record_id"])  # noqa: E731
     assert ids(tmp_path / "a") == ids(tmp_path / "b")
-    assert a["records_per_split"]["validation"] == round(11 * 0.3)
+    assert a["records_per_split"]["validation"] == round(15 * 0.3)
     assert not set(ids(tmp_path / "a")) & set(load_prepared(tmp_path / "a")["train"]["record_id"])
 
 

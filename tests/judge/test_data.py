@@ -89,3 +89,41 @@ def test_cli(tmp_path, capsys):
     assert main(["judge", "data", "--preferences", str(prefs), "--out", str(tmp_path / "o")]) == 0
     assert "preferences: 4 in, 4 ok, 0 rejected" in capsys.readouterr().out
     assert main(["judge", "data", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_preferences_with_tool_calls_and_a_tools_column(tmp_path):
+    """TRL's conversational layout for tool use: assistant messages with tool_calls (no content)
+    as chosen / rejected, the tools in their own column; rendered as the judge reads requests."""
+    from datasets import load_from_disk
+
+    from finetune.judge.tools import judge_prompt
+
+    weather = {"type": "function", "function": {
+        "name": "get_weather", "description": "Weather for a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+    forecast = {"type": "function", "function": {
+        "name": "get_forecast", "description": "Forecast for a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+
+    def call(name):
+        return [{"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": name, "arguments": '{"city": "Paris"}'}}]}]
+
+    prompt = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Weather in Paris now?"}]
+    rows = [{"prompt": prompt, "chosen": call("get_weather"), "rejected": call("get_forecast"),
+             "tools": json.dumps([weather, forecast])},
+            {"prompt": prompt, "chosen": call("get_weather"), "rejected": call("get_forecast"), "tools": [weather, forecast]},
+            {"prompt": prompt, "chosen": call("get_weather"), "rejected": [{"role": "assistant", "content": 5}]}]
+    stats = build(JudgeDataOptions(out=tmp_path / "o", preferences=[write_jsonl(tmp_path / "p.jsonl", rows)],
+                                   validation_fraction=0))
+    assert stats["preferences"] == {"in": 3, "ok": 2, "rejected": 1}
+    pairs = list(load_from_disk(str(tmp_path / "o" / "dataset"))["train"])
+    assert len(pairs) == 2 and pairs[0] == pairs[1]
+    pair = pairs[0]
+    assert pair["prompt"] == judge_prompt([weather, forecast], prompt)  # the gateway's layout, exactly
+    assert "get_weather(city*: string) - Weather for a city." in pair["prompt"][0]["content"]
+    assert pair["chosen"] == [{"role": "assistant",
+                               "content": '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>'}]
+    assert '"get_forecast"' in pair["rejected"][0]["content"]
+    reject = json.loads((tmp_path / "o" / "rejects.jsonl").read_text().splitlines()[0])
+    assert reject["line"] == 3 and reject["reason"] == "chosen_or_rejected_not_text_or_messages"
