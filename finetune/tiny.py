@@ -6,9 +6,10 @@ BPE, DeepSeek-Coder) read from a tokenizer folder or a vocabulary-only GGUF file
 template is one of the toolkit's tool-calling templates, and the folder loads with
 ``AutoModelForCausalLM.from_pretrained`` and ``AutoTokenizer.from_pretrained``.
 
-Template tokens the vocabulary lacks (``<|im_start|>`` for ChatML on a Llama 2 vocabulary, the
-Llama 4 header tokens on a Llama 3 vocabulary) are added as special tokens and the embedding is
-sized to match, as a real fine-tune that adopts a new chat format does.
+The tokenizer is fitted as every stage fits it (``model/tokenizer.py``): template tokens the
+vocabulary lacks (``<|im_start|>`` for ChatML on a Llama 2 vocabulary, the Llama 4 header tokens
+on a Llama 3 vocabulary) are added, EOS is the end-of-turn token and the pad is distinct, and the
+random embedding simply has a row for each token.
 
 Example::
 
@@ -23,75 +24,7 @@ from typing import Literal
 
 from finetune import FinetuneError
 from finetune.data.templates import TEMPLATES
-
-# Pad candidates in order of preference; a pad equal to EOS would mask every EOS out of the loss.
-_PAD_CANDIDATES = ("<|finetune_right_pad_id|>", "<pad>", "<|reserved_special_token_0|>", "<unk>")
-
-
-def load_tokenizer(path: str | Path):
-    """A tokenizer from a folder, or from a vocabulary-only ``.gguf`` file (no weights needed)."""
-    from transformers import AutoTokenizer
-
-    path = Path(path)
-    if not path.exists():
-        raise FinetuneError(f"tokenizer {path} does not exist")
-    if path.suffix == ".gguf":
-        return _restore_gguf_tokens(AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name), path)
-    return AutoTokenizer.from_pretrained(str(path))
-
-
-def _restore_gguf_tokens(tok, path: Path):
-    """Give control and user-defined tokens back their GGUF text and ids.
-
-    transformers' GGUF reader byte-encodes the text of a byte-level BPE vocabulary's control and
-    user-defined tokens (DeepSeek-Coder's ``<｜fim▁begin｜>`` becomes ``<ï½ľfimâĸģbeginï½ľ>``, so the
-    real text no longer encodes to it) and appends BOS/EOS as new ids (32257/32258 instead of the
-    GGUF's 32013/32014). Both would break fill-in-the-middle and the GGUF round trip, so the
-    tokenizer is rewritten with the GGUF's own text and ids for those tokens.
-    """
-    import tempfile
-
-    import gguf
-    from transformers import AutoTokenizer
-
-    data = json.loads(tok.backend_tokenizer.to_str())
-    if data["model"]["type"] != "BPE":
-        return tok
-    fields = gguf.GGUFReader(path).fields
-    texts = fields["tokenizer.ggml.tokens"].contents()
-    types = fields["tokenizer.ggml.token_type"].contents()
-    special = {i: t == gguf.TokenType.CONTROL for i, t in enumerate(types)
-               if t in (gguf.TokenType.CONTROL, gguf.TokenType.USER_DEFINED)}
-    vocab = data["model"]["vocab"]
-    key_of = {v: k for k, v in vocab.items()}
-    for i in special:
-        if key_of.get(i, texts[i]) != texts[i]:
-            del vocab[key_of[i]]
-            vocab[texts[i]] = i
-    gguf_id = {texts[i]: i for i in special}
-    moved = {a["id"]: gguf_id[a["content"]] for a in data["added_tokens"]
-             if a["content"] in gguf_id and a["id"] != gguf_id[a["content"]]}
-    if not moved and all(key_of.get(i) == texts[i] for i in special):
-        return tok
-    added = {a["id"]: a for a in data["added_tokens"] if a["id"] not in moved}
-    for i, is_control in special.items():
-        added[i] = {**added.get(i, {"single_word": False, "lstrip": False, "rstrip": False, "normalized": False}),
-                    "id": i, "content": texts[i], "special": is_control}
-    data["added_tokens"] = [added[i] for i in sorted(added)]
-
-    def renumber(node):
-        if isinstance(node, dict):
-            return {k: ([moved.get(i, i) for i in v] if k == "ids" else renumber(v)) for k, v in node.items()}
-        return [renumber(v) for v in node] if isinstance(node, list) else node
-
-    data["post_processor"] = renumber(data["post_processor"])
-    with tempfile.TemporaryDirectory() as tmp:
-        tok.save_pretrained(tmp)
-        (Path(tmp) / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False))
-        cfg = json.loads((Path(tmp) / "tokenizer_config.json").read_text())
-        cfg.pop("added_tokens_decoder", None)  # the old ids; tokenizer.json holds the new ones
-        (Path(tmp) / "tokenizer_config.json").write_text(json.dumps(cfg))
-        return AutoTokenizer.from_pretrained(tmp)
+from finetune.model.tokenizer import fit_tokenizer, load_tokenizer
 
 
 def default_template(arch: str, tokenizer) -> str:
@@ -100,27 +33,6 @@ def default_template(arch: str, tokenizer) -> str:
     if arch == "llama4":
         return "llama4"
     return "llama3" if "<|start_header_id|>" in tokenizer.get_vocab() else "hermes"
-
-
-def prepare_tokenizer(tokenizer, template: str):
-    """Give ``tokenizer`` the template, its special tokens, an end-of-turn EOS and a distinct pad."""
-    from transformers import AddedToken
-
-    spec = TEMPLATES[template]
-    vocab = tokenizer.get_vocab()
-    missing = [t for t in spec.special_tokens if t not in vocab]
-    if missing:
-        tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in missing], special_tokens=True)
-    tokenizer.chat_template = spec.jinja
-    tokenizer.eos_token = spec.end_of_turn
-    if tokenizer.pad_token is None or tokenizer.pad_token == tokenizer.eos_token:
-        vocab = tokenizer.get_vocab()
-        pad = next((p for p in _PAD_CANDIDATES if p in vocab), None)
-        if pad is None:
-            pad = "<pad>"
-            tokenizer.add_tokens([AddedToken(pad, special=True, normalized=False)], special_tokens=True)
-        tokenizer.pad_token = pad
-    return tokenizer
 
 
 def _config(arch: str, vocab: int, layers: int, hidden: int, tok):
@@ -168,7 +80,7 @@ def build_tiny_model(
         raise FinetuneError(f"--chat-template {template!r}: choose one of {', '.join(TEMPLATES)}")
     tok = load_tokenizer(tokenizer)
     template = template or default_template(arch, tok)
-    prepare_tokenizer(tok, template)
+    fit_tokenizer(tok, template)
     config = _config(arch, len(tok), layers, hidden, tok)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)

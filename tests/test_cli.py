@@ -19,7 +19,7 @@ def run(*args, cwd=REPO):
 def test_help_lists_every_verb_and_flag():
     top = run("--help")
     assert top.returncode == 0
-    for verb in ("validate", "tiny-model", "data prepare", "data inspect"):
+    for verb in ("validate", "model import", "tiny-model", "data prepare", "data inspect"):
         assert f"finetune {verb}" in top.stdout
     prep = run("data", "prepare", "--help").stdout
     for flag in ("--model", "--source", "--out", "--max-seq-length", "--chat-template", "--validation-fraction",
@@ -42,6 +42,7 @@ def test_prepare_and_inspect_from_the_command_line(models, tmp_path):
     assert res.returncode == 0, res.stderr
     stats = json.loads((out / "stats.json").read_text())
     assert stats["records_in"] == 8 and stats["records_ok"] == 4
+    assert "tokenizer: chat template of the model; pad '<|reserved_special_token_0|>' (id 128002)" in res.stdout
     shown = run("data", "inspect", out, "--n", "1", "--plain")
     assert shown.returncode == 0
     assert "⟦" in shown.stdout and "<|eot_id|>⟧" in shown.stdout and "assistant" in shown.stdout
@@ -57,6 +58,12 @@ def test_user_mistakes_are_one_line_errors(models, tmp_path):
     assert ceiling.returncode == 2 and "records rejected" in ceiling.stderr and "rejects.jsonl" in ceiling.stderr
     neither = run("data", "prepare", "--out", tmp_path / "o")
     assert neither.returncode == 2 and "--model, --source and --out are required" in neither.stderr
+    layout = run("data", "prepare", "--model", models["spm-hermes"], "--source", "data/sample/hermes.jsonl:hermez",
+                 "--out", tmp_path / "o")
+    assert layout.returncode == 2 and "unknown layout 'hermez'; layouts: auto, openai, sharegpt, hermes" in layout.stderr
+    unknown = run("model", "import", "smollm-nope", "--out", tmp_path / "m")
+    assert unknown.returncode == 2 and "not a known model name (known: smollm2-135m-instruct)" in unknown.stderr
+    assert "Traceback" not in layout.stderr + unknown.stderr and not (tmp_path / "m").exists()
 
 
 def test_prepare_a_codebase_from_the_command_line(models, tmp_path):

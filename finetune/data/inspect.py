@@ -36,7 +36,7 @@ def inspect_dataset(folder: str | Path, n: int = 3, split: str = "train", plain:
     from rich.text import Text
 
     from finetune.data.prepare import load_prepared
-    from finetune.tiny import load_tokenizer
+    from finetune.model.tokenizer import load_tokenizer
 
     folder = Path(folder)
     stats = json.loads((folder / "stats.json").read_text())

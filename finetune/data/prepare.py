@@ -20,16 +20,18 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 import shutil
 import sys
+import typing
 from array import array
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from finetune import FinetuneError
-from finetune.config import Recipe, Source
-from finetune.data.formats import CONVERTERS, LAYOUT_KEYS, RecordError, detect_format, to_canonical
+from finetune.config import Recipe, Source, SourceFormat
+from finetune.data.formats import LAYOUT_KEYS, RecordError, detect_format, to_canonical
 from finetune.data.render import IGNORE, ROLES, Renderer, Sample, canonical_key
 from finetune.data.sources import RawRecord, check_folder, read_records
 from finetune.data.validate import validate_trace
@@ -61,28 +63,26 @@ class PrepareOptions:
 
 
 def parse_source(spec: str) -> tuple[str, str]:
-    """``path[:format]`` -> (path, format); a Windows-free split on the last colon."""
+    """``path[:format]`` -> (path, format); a Windows-free split on the last colon. A word after
+    the colon that is no layout is an error naming the layouts (unless the whole is a path)."""
+    formats = typing.get_args(SourceFormat)
     path, _, fmt = spec.rpartition(":")
-    if path and fmt in ("auto", "codebase", *CONVERTERS):
+    if path and fmt in formats:
         return path, fmt
+    if path and re.fullmatch(r"[A-Za-z_][\w-]*", fmt) and not Path(spec).exists():
+        raise FinetuneError(f"--source {spec}: unknown layout {fmt!r}; layouts: {', '.join(formats)}")
     return spec, "auto"
 
 
 def load_model_tokenizer(model: str, chat_template: str | None):
-    from finetune.data.templates import TEMPLATES
-    from finetune.tiny import load_tokenizer
+    """The model's tokenizer fitted for training (``model/tokenizer.py``: the named template and
+    any tokens it lacks, a pad distinct from EOS); returns (tokenizer, what fitting did)."""
+    from finetune.model.tokenizer import fit_tokenizer, load_tokenizer
 
     if not Path(model).exists():
         raise FinetuneError(f"model {model} does not exist (a folder with the tokenizer is needed)")
     tok = load_tokenizer(model)
-    if chat_template is not None:
-        spec = TEMPLATES[chat_template]
-        missing = [t for t in spec.special_tokens if t not in tok.get_vocab()]
-        if missing:
-            raise FinetuneError(f"chat template {chat_template} needs special tokens {missing}, which the "
-                                f"tokenizer of {model} lacks; pick a template of its own vocabulary")
-        tok.chat_template = spec.jinja
-    return tok
+    return tok, fit_tokenizer(tok, chat_template)
 
 
 _LINE_ENDS = {ord(c): f"\\u{ord(c):04x}" for c in "\x85\u2028\u2029"}  # json.dumps escapes the rest
@@ -238,7 +238,7 @@ def prepare(opts: PrepareOptions) -> dict:
     for s in opts.sources:
         if Path(s.path).is_dir() and s.format != "codebase":
             check_folder(Path(s.path))
-    tok = load_model_tokenizer(opts.model, opts.chat_template)
+    tok, fitted = load_model_tokenizer(opts.model, opts.chat_template)
     if any(s.codebase and s.codebase.fim and s.codebase.fim.rate > 0 for s in opts.sources):
         FimTokens.of(tok)  # no FIM tokens: say so before any work
     renderer = None  # built at the first trace source: code alone needs no chat template
@@ -354,6 +354,7 @@ def prepare(opts: PrepareOptions) -> dict:
                     for k, v in per_source.items()},
         "mixture": mixture,
         "model": opts.model, "chat_template": opts.chat_template or "model",
+        "tokenizer": fitted,
     }
     (out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
     try:

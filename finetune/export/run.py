@@ -21,7 +21,6 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
@@ -32,19 +31,12 @@ import torch
 from finetune import FinetuneError, __version__
 from finetune.export import card, hf, to_gguf, verify
 from finetune.export.source import Source, open_source
+from finetune.files import check_new_folder, file_problem, sha256_file, staged_folder
 
 FORMATS = ("safetensors", "adapter", "gguf-f16", "gguf-bf16", "gguf-q8_0", "gguf-q4_k_m", "gguf-q5_k_m",
            "gguf-q6_k", "gguf-lora", "bnb-nf4")
 LOSSLESS = ("safetensors", "adapter", "gguf-f16", "gguf-bf16", "gguf-lora")
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _name(src: Source) -> str:
@@ -105,13 +97,11 @@ def _reference(src: Source, tokenizer):
 
 def _qlora_as_trained(src: Source, ref) -> dict:
     """How far the 16-bit merge is from the 4-bit model the adapter was trained against."""
-    from peft import PeftModel
-
     from finetune.config import Train
-    from finetune.train.model import load_model
+    from finetune.train.model import attach_adapter, load_model
 
     train = Train.model_validate(src.run_info["recipe"]["train"])
-    model = PeftModel.from_pretrained(load_model(str(src.model), train, "fp32"), str(src.adapter)).eval()
+    model = attach_adapter(load_model(str(src.model), train, "fp32"), src.adapter).eval()
     got = verify.hf_logits(model, ref.ids)
     result = ref.compare(got)
     result["note"] = ("QLoRA trained against NF4-rounded base weights; the merge uses the original 16-bit "
@@ -172,8 +162,7 @@ def export(path: Path, formats: list[str], out: Path, adapter: Path | None = Non
     if dtype not in DTYPES:
         raise FinetuneError(f"--dtype {dtype!r}: choose bfloat16 or float16")
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise FinetuneError(f"--out {out} already exists and is not empty; choose a new folder or remove it")
+    check_new_folder(out)
     max_shard = hf.parse_size(max_shard_size)
     src = open_source(Path(path), Path(adapter) if adapter else None, trust_pickle)
     for fmt in ("adapter", "gguf-lora"):
@@ -186,11 +175,7 @@ def export(path: Path, formats: list[str], out: Path, adapter: Path | None = Non
     formats = list(dict.fromkeys(formats))
     tokenizer = AutoTokenizer.from_pretrained(str(src.tokenizer_dir))
 
-    tmp = out.parent / f".{out.name}.incomplete"
-    if tmp.exists():
-        shutil.rmtree(tmp)  # left by an interrupted export; never looked complete
-    tmp.mkdir(parents=True)
-    try:
+    with staged_folder(out) as tmp:
         written, lora_base = _write(src, formats, tmp, DTYPES[dtype], max_shard, say)
         report = _verify(src, written, lora_base, tokenizer, say) if check else {"skipped": "--no-verify"}
         if report.get("failures"):
@@ -202,12 +187,6 @@ def export(path: Path, formats: list[str], out: Path, adapter: Path | None = Non
         (tmp / "export_report.json").write_text(json.dumps(report, indent=2) + "\n")
         manifest = _artifacts(src, out, tmp, written)
         (tmp / "artifacts.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        out.rmdir()
-    tmp.rename(out)
     return report
 
 
@@ -224,15 +203,3 @@ def verify_artifacts(out: Path) -> list[str]:
             if problem:
                 problems.append(f"{f['path']}: {problem}")
     return problems
-
-
-def file_problem(path: Path, size: int, sha256: str, listing: str) -> str | None:
-    """What is wrong with ``path`` against the size and hash ``listing`` gives for it (None: nothing).
-    The hash is only computed when the file is there with the right size."""
-    if not path.is_file():
-        return "missing"
-    if path.stat().st_size != size:
-        return f"{path.stat().st_size} bytes, {listing} says {size}"
-    if sha256_file(path) != sha256:
-        return f"sha256 differs from {listing} (the file changed or is corrupt)"
-    return None

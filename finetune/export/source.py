@@ -10,7 +10,8 @@ view of those weights, and re-quantizing a merged model from it would stack two 
 Merging happens per tensor in float32 as the tensor streams past: ``W + s * B @ A`` for LoRA
 (``s = alpha / r``, or ``alpha / sqrt(r)`` for rsLoRA), the DoRA rescale ``m / ||W + s B A||``
 row by row, and for Llama 4's fused expert parameters (PEFT ``target_parameters``) the per-expert
-``B_e @ A_e``. Only safetensors are read; a pickle checkpoint (``*.bin``, ``*.pt``) is refused
+``B_e @ A_e``. Embedding rows an adapter trained for tokens the base lacks (PEFT
+``trainable_token_indices``) replace those rows, the matrix grown to hold them. Only safetensors are read; a pickle checkpoint (``*.bin``, ``*.pt``) is refused
 unless the caller trusts it, and even then it is opened with ``weights_only=True``.
 
 Example::
@@ -34,6 +35,7 @@ from finetune import FinetuneError
 
 _LORA_KEY = re.compile(r"^base_model\.model\.(?P<module>.+?)(?P<wrap>(\.base_layer)*)\.lora_(?P<part>A|B)\.weight$")
 _MAGNITUDE_KEY = re.compile(r"^base_model\.model\.(?P<module>.+?)\.lora_magnitude_vector(\.weight)?$")
+_TOKENS_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.token_adapter\.trainable_tokens_delta$")
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 
 
@@ -52,6 +54,7 @@ class Source:
     _merges: dict = field(default_factory=dict)      # base name -> [(kind, tensors...)]
     _replaced: dict = field(default_factory=dict)    # base name -> full tensor saved in the adapter
     lora_pairs: dict = field(default_factory=dict)   # base name -> (A, B, scale, kind: lora|dora|experts)
+    new_rows: dict = field(default_factory=dict)     # embedding name -> token ids whose rows the adapter holds
 
     @property
     def method(self) -> str:
@@ -220,6 +223,8 @@ def _attach_adapter(src: Source) -> None:
             pairs.setdefault((m["module"], m["wrap"]), {})[m["part"]] = t.float()
         elif m := _MAGNITUDE_KEY.match(key):
             magnitudes[m["module"]] = t.float()
+        elif m := _TOKENS_KEY.match(key):
+            _attach_rows(src, m["module"], t, cfg.get("trainable_token_indices"))
         elif key.startswith("base_model.model.") and key[len("base_model.model."):] in src._shapes:
             src._replaced[key[len("base_model.model."):]] = t  # modules_to_save: a full trained copy
         else:
@@ -244,6 +249,29 @@ def _attach_adapter(src: Source) -> None:
         src.lora_pairs[name] = (a, b, scale(a.shape[0] // experts), "experts")
     if magnitudes:
         raise FinetuneError(f"{src.adapter}: DoRA magnitudes for {sorted(magnitudes)[:2]} have no LoRA pair")
+
+
+def _attach_rows(src: Source, module: str, rows: torch.Tensor, indices) -> None:
+    """Trained embedding rows (PEFT trainable tokens): the weight grows to hold every index, and
+    the rows replace the base's (they are whole rows, not deltas, whatever PEFT calls them)."""
+    name = f"{module}.weight"
+    ids = indices.get(module.rsplit(".", 1)[-1]) if isinstance(indices, dict) else indices
+    if name not in src._shapes or not ids or len(ids) != rows.shape[0] or src._shapes[name][1:] != tuple(rows.shape[1:]):
+        raise FinetuneError(f"{src.adapter}: trained token rows for {module} ({tuple(rows.shape)}) fit no embedding of "
+                            f"{src.model} with trainable_token_indices {indices}; wrong base model")
+    grown = (max(src._shapes[name][0], max(ids) + 1), *src._shapes[name][1:])
+    src._shapes[name] = grown
+    src.new_rows[name] = list(ids)
+    index = torch.tensor(ids, dtype=torch.long)
+
+    def merge(w: torch.Tensor) -> torch.Tensor:
+        if w.shape[0] < grown[0]:  # rows no index names start where training starts them: the mean
+            w = torch.cat([w, w.mean(0, keepdim=True).expand(grown[0] - w.shape[0], *w.shape[1:])])
+        w = w.clone()
+        w[index] = rows.float()
+        return w
+
+    src._merges.setdefault(name, []).append(merge)
 
 
 def _expert_param(src: Source, module: str, a: torch.Tensor, b: torch.Tensor) -> str:

@@ -17,8 +17,9 @@ GGUF files are also checked as servers see them: llama.cpp must tokenize every p
 the same ids as the training tokenizer, and carry the same chat template and special tokens.
 
 Lossless formats (merged safetensors, adapter, GGUF f16/bf16) fail the export when
-``logit_corr < 0.999`` or ``mean_kl > 1e-3``: rounding to 16 bits moves tiny random models'
-logits by r = 0.99999 and KL ~ 1e-6, while a mis-mapped tensor (a missing Q/K permutation,
+``logit_corr < 0.999`` or ``mean_kl > 1e-2``: rounding to 16 bits moves tiny random models'
+logits by r = 0.99999 and KL ~ 1e-6, and the real SmolLM2-135M by r = 0.99994 and KL up to
+1.1e-3 in bfloat16 (6e-6 in float16), while a mis-mapped tensor (a missing Q/K permutation,
 swapped experts) gives r < 0.99. Top-1 agreement is reported but not gated, since random test
 models have near-tied top candidates that any rounding can swap.
 
@@ -38,7 +39,7 @@ import torch
 
 from finetune import FinetuneError
 
-MIN_CORR, MAX_KL, GREEDY_TOKENS = 0.999, 1e-3, 16
+MIN_CORR, MAX_KL, GREEDY_TOKENS = 0.999, 1e-2, 16
 PROMPTS = [
     [{"role": "user", "content": "Write a Python function that returns the n-th Fibonacci number iteratively."},
      {"role": "assistant", "content": "def fib(n):\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n    return a"}],
@@ -137,9 +138,9 @@ def load_hf(folder: Path, adapter: Path | None = None):
 
     model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
     if adapter is not None:
-        from peft import PeftModel
+        from finetune.train.model import attach_adapter
 
-        model = PeftModel.from_pretrained(model, str(adapter))
+        model = attach_adapter(model, adapter)
     return model.eval()
 
 

@@ -106,10 +106,10 @@ def _save_plain(recipe, sft_run: Path, out: Path) -> None:
     if (sft_run / "model").exists():
         model = AutoModelForCausalLM.from_pretrained(str(sft_run / "model"))
     else:
-        from peft import PeftModel
+        from finetune.train.model import attach_adapter
 
         base = AutoModelForCausalLM.from_pretrained(recipe.model.path, dtype=torch.float32)
-        model = PeftModel.from_pretrained(base, str(sft_run / "adapter")).merge_and_unload()
+        model = attach_adapter(base, sft_run / "adapter").merge_and_unload()
     model.save_pretrained(str(out))
     AutoTokenizer.from_pretrained(str(sft_run / "tokenizer")).save_pretrained(str(out))
 

@@ -62,19 +62,27 @@ def _train_reward(recipe: JudgeRecipe, run: Path, show_progress: bool) -> None:
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from trl import RewardTrainer
 
-    from finetune.train.callbacks import RunCallback
-    from finetune.train.model import DTYPES
+    from finetune.model.tokenizer import fit_tokenizer
+    from finetune.train.callbacks import RunCallback, prepare_reporting, route_tensorboard
+    from finetune.train.model import DTYPES, grow_vocab
     from finetune.train.run import resolve_precision
 
     t, j = recipe.train, recipe.judge
     precision = resolve_precision(t.precision)
     pairs = load_pairs(j.datasets)
     tokenizer = AutoTokenizer.from_pretrained(recipe.model.path)
-    if tokenizer.pad_token is None:
-        raise FinetuneError(f"{recipe.model.path}: the tokenizer has no pad token; give it one (finetune tiny-model does)")
-    model = AutoModelForSequenceClassification.from_pretrained(recipe.model.path, num_labels=1,
-                                                               dtype=DTYPES[precision])
-    model.config.pad_token_id = tokenizer.pad_token_id
+    # The score is read at the last token that is not padding: a pad equal to EOS would move it.
+    fitted = fit_tokenizer(tokenizer, None)
+
+    def base_model():
+        model = AutoModelForSequenceClassification.from_pretrained(recipe.model.path, num_labels=1,
+                                                                   dtype=DTYPES[precision])
+        if fitted["added_tokens"]:  # a new pad; its row is never read for a score
+            grow_vocab(model, len(tokenizer), [tokenizer.convert_tokens_to_ids(t) for t in fitted["added_tokens"]])
+        model.config.pad_token_id = tokenizer.pad_token_id
+        return model
+
+    model = base_model()
     peft_config = None
     if t.method == "lora":
         peft_config = LoraConfig(r=t.lora.r, lora_alpha=t.lora.alpha, lora_dropout=t.lora.dropout,
@@ -82,12 +90,14 @@ def _train_reward(recipe: JudgeRecipe, run: Path, show_progress: bool) -> None:
                                  task_type="SEQ_CLS")
     train_ds = _tokenized(pairs["train"], tokenizer, j.max_length)
     eval_ds = _tokenized(pairs["validation"], tokenizer, j.max_length) if pairs["validation"] else None
+    prepare_reporting(t.report_to, run)
     trainer = RewardTrainer(model=model, args=_reward_config(recipe, run, precision, eval_ds is not None),
                             train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
                             peft_config=peft_config)
     for cb in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(cb)
     trainer.add_callback(RunCallback(run, show_progress=show_progress))
+    route_tensorboard(trainer, run)
     trainer.train()
     # save_model gathers sharded weights (ZeRO-3), so every process calls it; one process writes the rest.
     trainer.save_model(str(run / ("adapter" if t.method == "lora" else "model")))
@@ -95,10 +105,7 @@ def _train_reward(recipe: JudgeRecipe, run: Path, show_progress: bool) -> None:
         if t.method == "lora":  # one plain model for the pool: the adapter and its head merged in
             from peft import PeftModel
 
-            base = AutoModelForSequenceClassification.from_pretrained(recipe.model.path, num_labels=1,
-                                                                      dtype=DTYPES[precision])
-            base.config.pad_token_id = tokenizer.pad_token_id
-            PeftModel.from_pretrained(base, str(run / "adapter")).merge_and_unload().save_pretrained(
+            PeftModel.from_pretrained(base_model(), str(run / "adapter")).merge_and_unload().save_pretrained(
                 str(run / "model"))
         (run / "model" / "training_args.bin").unlink(missing_ok=True)  # a pickle; judge.json holds the recipe
         tokenizer.save_pretrained(str(run / "model"))

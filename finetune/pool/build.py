@@ -45,7 +45,7 @@ import finetune
 from finetune import FinetuneError
 from finetune.config import format_errors
 from finetune.data.templates import TEMPLATES
-from finetune.export.run import sha256_file
+from finetune.files import sha256_file
 from finetune.pool.manifest import (
     NAME,
     SCHEMA_VERSION,
@@ -206,6 +206,12 @@ def _member(spec: MemberSpec, manifest_dir: Path, bases: dict[str, Base]) -> Mem
         if not adapters:
             raise FinetuneError(f"{where}: {spec.adapter} holds no adapter; export the run with "
                                 "`--format adapter` and/or `--format gguf-lora`")
+        for a in adapters:
+            cfg = Path(spec.adapter) / a.path / "adapter_config.json"
+            if cfg.is_file() and json.loads(cfg.read_text()).get("trainable_token_indices"):
+                raise FinetuneError(f"{where}: the adapter in {spec.adapter} trains embedding rows for tokens the base "
+                                    "lacks (the chat template's); servers put LoRA adapters on the base's own "
+                                    "vocabulary, so serve the merged export instead (`export:`)")
         template, _ = describe(adapters, Path(spec.adapter))
         template, length = template or base.chat_template, base.context_length
     else:

@@ -27,7 +27,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from finetune import FinetuneError
-from finetune.export.run import FORMATS, file_problem
+from finetune.export.run import FORMATS
+from finetune.files import file_problem
 
 SCHEMA_VERSION = 1
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "export" / "fusion-manifest.schema.json"

@@ -1,4 +1,5 @@
-"""Trainer callbacks: metrics.jsonl, the progress bar, complete-checkpoint markers, padding count.
+"""Trainer callbacks: metrics.jsonl, the progress bar, complete-checkpoint markers, padding count,
+and where the trackers of ``train.report_to`` write (inside the run folder, offline by default).
 
 Checkpoints: the Hugging Face Trainer writes ``checkpoint-N/`` file by file, so a crash can leave
 a folder that looks like a checkpoint but is not one. After every save a ``COMPLETE`` marker is
@@ -41,6 +42,40 @@ def resume_point(folder: Path) -> Path | None:
             p.rename(target)
     done = complete_checkpoints(folder)
     return done[-1] if done else None
+
+
+TRACKERS = {"wandb": "wandb", "mlflow": "mlflow"}  # report_to name -> package that must be installed
+
+
+def prepare_reporting(report_to: list[str], run: Path) -> None:
+    """Before the trainer starts its trackers: each must be installed, and writes into ``run``
+    unless the user's environment points it elsewhere (W&B offline, MLflow's file store)."""
+    import importlib.util
+    import os
+
+    from finetune import FinetuneError
+
+    for name, package in TRACKERS.items():
+        if name in report_to and importlib.util.find_spec(package) is None:
+            raise FinetuneError(f"train.report_to {name}: the {package} package is not installed; pip install "
+                                f"{package}, or remove {name} from train.report_to")
+    if "wandb" in report_to:
+        os.environ.setdefault("WANDB_MODE", "offline")  # no account and no network needed; `wandb sync` later
+        os.environ.setdefault("WANDB_DIR", str(run.resolve()))
+    if "mlflow" in report_to:
+        os.environ.setdefault("MLFLOW_TRACKING_URI", (run / "mlruns").resolve().as_uri())
+
+
+def route_tensorboard(trainer, run: Path) -> None:
+    """TensorBoard events go to ``run/tensorboard`` (the Trainer's default is a dated folder under
+    the checkpoints), unless TENSORBOARD_LOGGING_DIR says otherwise."""
+    import os
+
+    from transformers.integrations import TensorBoardCallback
+
+    for cb in trainer.callback_handler.callbacks:
+        if isinstance(cb, TensorBoardCallback) and not os.getenv("TENSORBOARD_LOGGING_DIR"):
+            cb.logging_dir = str(run / "tensorboard")
 
 
 class RunCallback(TrainerCallback):

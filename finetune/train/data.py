@@ -24,6 +24,7 @@ class TrainingData:
     validation: object | None
     tokenizer_dir: Path
     stats: dict
+    tokenizer_record: dict | None = None  # what data prepare did to the tokenizer (stats.json)
 
 
 def _load_sets(sets: list[PreparedSet], max_len: int, seed: int) -> TrainingData:
@@ -31,7 +32,7 @@ def _load_sets(sets: list[PreparedSet], max_len: int, seed: int) -> TrainingData
 
     from finetune.data.prepare import load_prepared, weighted_rows
 
-    trains, vals, stats, tokenizer_dir = [], [], {}, None
+    trains, vals, stats, tokenizer_dir, record = [], [], {}, None, None
     for s in sets:
         folder = Path(s.path)
         ds = load_prepared(folder)
@@ -41,7 +42,7 @@ def _load_sets(sets: list[PreparedSet], max_len: int, seed: int) -> TrainingData
                                 f"data.max_seq_length {max_len}: re-prepare it or raise data.max_seq_length")
         tok_dir = folder / "tokenizer"
         if tokenizer_dir is None:
-            tokenizer_dir = tok_dir
+            tokenizer_dir, record = tok_dir, st.get("tokenizer")
         elif (tok_dir / "tokenizer.json").read_bytes() != (tokenizer_dir / "tokenizer.json").read_bytes():
             raise FinetuneError(f"{folder} was tokenized with another tokenizer than {tokenizer_dir.parent}; "
                                 "prepare every set with the same model")
@@ -53,7 +54,7 @@ def _load_sets(sets: list[PreparedSet], max_len: int, seed: int) -> TrainingData
     train = concatenate_datasets(trains)
     return TrainingData(train, concatenate_datasets(vals) if vals else None, tokenizer_dir,
                         {"sets": stats, "train_samples": len(train),
-                         "validation_samples": sum(len(v) for v in vals)})
+                         "validation_samples": sum(len(v) for v in vals)}, record)
 
 
 def training_data(recipe: Recipe, is_main: bool = True, barrier=lambda: None) -> TrainingData:

@@ -9,14 +9,24 @@ The shared expert is an ordinary MLP and is covered by ``all-linear``.
 Explicit target lists are checked against a weightless copy of the model (built on the ``meta``
 device from the config) before any weights load, so a typo costs a second, not a model load.
 
+Tokens the base has never seen (a chat template's tokens added by ``data prepare``, a new pad):
+the embedding grows to the tokenizer's size, each new row starts at the mean of the trained rows
+(input and output embeddings; the mean keeps a new token's logit ordinary instead of random, as
+Hewitt 2021 recommends), and the rows are trained: with adapters through PEFT's
+``trainable_token_indices`` (only those rows, saved in the adapter), with full training like
+every weight. :func:`attach_adapter` grows a base the same way before loading such an adapter.
+
 Example::
 
     check_targets(recipe.model.path, recipe.train)   # before loading
     model = load_model(recipe.model.path, recipe.train, precision="fp32")
-    peft_config = adapter_config(recipe.train, model.config)
+    peft_config = adapter_config(recipe.train, model)
 """
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import torch
 
@@ -98,15 +108,77 @@ def _keep_4bit_trainable_on_cpu(model) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def adapter_config(train: Train, config):
-    """The PEFT LoraConfig for LoRA / QLoRA / DoRA / rsLoRA, or None for full fine-tuning."""
+def new_token_ids(tokenizer, model_path: str) -> list[int]:
+    """Ids of ``tokenizer`` (the one the data was prepared with) that the model at ``model_path``
+    has no trained embedding row for: tokens its own tokenizer lacks, or ids past its embedding.
+    The data's tokenizer must extend the model's: the same id for every token the model knows."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    rows = AutoConfig.from_pretrained(model_path).vocab_size
+    vocab = tokenizer.get_vocab()
+    own = Path(model_path)
+    if (own / "tokenizer.json").exists() or (own / "tokenizer.model").exists():
+        known = AutoTokenizer.from_pretrained(model_path).get_vocab()
+        moved = [t for t, i in known.items() if vocab.get(t) != i]
+        if moved:
+            raise FinetuneError(f"the data was tokenized with another vocabulary than {model_path}'s ({len(moved)} "
+                                f"token(s) differ, e.g. {moved[:3]}): prepare the data with this model's tokenizer")
+        return sorted(i for t, i in vocab.items() if t not in known or i >= rows)
+    return sorted(i for i in vocab.values() if i >= rows)
+
+
+def grow_vocab(model, n_rows: int, new_ids: list[int]) -> None:
+    """Grow the embeddings to ``n_rows`` (when smaller) and start the ``new_ids`` rows (and any
+    grown row) at the mean of the base's other rows, in the input and the output embedding."""
+    old = model.get_input_embeddings().weight.shape[0]
+    if old < n_rows:
+        model.resize_token_embeddings(n_rows, mean_resizing=False)
+    with torch.no_grad():
+        for layer in {id(m): m for m in (model.get_input_embeddings(), model.get_output_embeddings())
+                      if m is not None}.values():
+            w = layer.weight
+            fresh = torch.tensor(sorted(set(new_ids) | set(range(old, w.shape[0]))), dtype=torch.long, device=w.device)
+            below = fresh[fresh < old]
+            # float32 sums without a float32 copy of the whole matrix
+            others = torch.sum(w[:old], 0, dtype=torch.float32) - torch.sum(w[below], 0, dtype=torch.float32)
+            w[fresh] = (others / (old - len(below))).to(w.dtype)
+
+
+def attach_adapter(base, adapter: Path | str):
+    """``PeftModel.from_pretrained(base, adapter)``, after growing ``base`` to the rows the
+    adapter's trained tokens need (its saved rows then replace the grown ones exactly)."""
+    from peft import PeftModel
+
+    indices = json.loads((Path(adapter) / "adapter_config.json").read_text()).get("trainable_token_indices")
+    if indices:
+        ids = sorted({i for v in (indices.values() if isinstance(indices, dict) else [indices]) for i in v})
+        grow_vocab(base, max(ids) + 1, ids)
+    return PeftModel.from_pretrained(base, str(adapter))
+
+
+def _embedding_names(model) -> dict[str, object]:
+    """PEFT names of the input and (untied) output embedding modules."""
+    named = {id(m): n.rsplit(".", 1)[-1] for n, m in model.named_modules()}
+    inp, out = model.get_input_embeddings(), model.get_output_embeddings()
+    names = {named[id(inp)]: inp}
+    if out is not None and out.weight is not inp.weight:
+        names[named[id(out)]] = out
+    return names
+
+
+def adapter_config(train: Train, model, new_ids: list[int] = ()):
+    """The PEFT LoraConfig for LoRA / QLoRA / DoRA / rsLoRA, or None for full fine-tuning;
+    ``new_ids`` are embedding rows trained alongside (``trainable_token_indices``)."""
     from peft import LoraConfig
 
     if train.method == "full":
         return None
+    config = model.config
     lora = train.lora
     kwargs = dict(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, use_rslora=lora.use_rslora,
                   use_dora=train.method == "dora", task_type="CAUSAL_LM", bias="none")
+    if new_ids:  # tied embeddings: PEFT trains the shared rows once
+        kwargs["trainable_token_indices"] = {name: list(new_ids) for name in _embedding_names(model)}
     if lora.target_modules == "all-linear":
         kwargs["target_modules"] = "all-linear"
         if is_llama4_moe(config):

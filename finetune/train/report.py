@@ -91,16 +91,13 @@ def verify_saved(recipe, out: Path, precision: str, samples, trained_loss: float
 def _reload(recipe, out: Path, precision: str):
     from transformers import AutoModelForCausalLM
 
-    from finetune.train.model import DTYPES, load_model
+    from finetune.train.model import DTYPES, attach_adapter, load_model
 
     device_map = {"": 0} if torch.cuda.is_available() else None
     if recipe.train.method == "full":
         model = AutoModelForCausalLM.from_pretrained(str(out), dtype=DTYPES[precision], device_map=device_map)
     else:
-        from peft import PeftModel
-
-        base = load_model(recipe.model.path, recipe.train, precision, device_map=device_map)
-        model = PeftModel.from_pretrained(base, str(out))
+        model = attach_adapter(load_model(recipe.model.path, recipe.train, precision, device_map=device_map), out)
         if recipe.train.method == "qlora":
             as_trained_qlora(model)
     return model

@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -28,9 +29,16 @@ import torch
 
 from finetune import FinetuneError, __version__
 from finetune.config import Recipe, Train
-from finetune.train.callbacks import CountingCollator, RunCallback, complete_checkpoints, resume_point
+from finetune.train.callbacks import (
+    CountingCollator,
+    RunCallback,
+    complete_checkpoints,
+    prepare_reporting,
+    resume_point,
+    route_tensorboard,
+)
 from finetune.train.data import training_data
-from finetune.train.model import adapter_config, check_targets, is_llama4_moe, load_model
+from finetune.train.model import adapter_config, check_targets, grow_vocab, is_llama4_moe, load_model, new_token_ids
 from finetune.train.report import mean_loss, plot_losses, verify_saved
 
 # Relative loss difference allowed between the trained model and the reloaded artifact:
@@ -66,26 +74,28 @@ def _check_launch() -> dict:
             "sharded": zero == "3" or fsdp}
 
 
-def _check_tokenizer(tok, model_path: str) -> None:
-    from transformers import AutoConfig
-
+def _check_tokenizer(tok, model_path: str) -> list[int]:
+    """Refuse a tokenizer training cannot use; return the ids the model has no trained row for."""
     from finetune.data.render import Renderer
 
     if tok.pad_token is None or tok.pad_token_id == tok.eos_token_id:
-        raise FinetuneError(f"the tokenizer's pad token is {tok.pad_token!r}, the same as EOS: padding would mask "
-                            "every EOS out of the loss and the model would never learn to stop; give the "
-                            "tokenizer a distinct pad token (finetune tiny-model does) and re-prepare")
+        raise FinetuneError(f"the data's tokenizer has pad token {tok.pad_token!r}, the same as EOS: padding would "
+                            "mask every EOS out of the loss and the model would never learn to stop; prepare the "
+                            "data again (finetune data prepare picks a distinct pad)")
     Renderer(tok)  # refuses a template without what the masks need
-    if (Path(model_path) / "tokenizer.json").exists() or (Path(model_path) / "tokenizer.model").exists():
-        from transformers import AutoTokenizer
+    return new_token_ids(tok, model_path)
 
-        if AutoTokenizer.from_pretrained(model_path).get_vocab() != tok.get_vocab():
-            raise FinetuneError(f"the data was tokenized with another vocabulary than {model_path}'s: "
-                                "prepare the data with this model's tokenizer")
-    vocab = AutoConfig.from_pretrained(model_path).vocab_size
-    if len(tok) > vocab:
-        raise FinetuneError(f"the data was tokenized with {len(tok)} tokens but {model_path} embeds {vocab}: "
-                            "prepare the data with this model's tokenizer")
+
+def _expose_head_bias(model) -> None:
+    """TRL's fused LM head reads ``lm_head.weight`` and ``lm_head.bias``. PEFT's trainable-token
+    wrapper answers ``weight`` with the merged, differentiable rows but has no ``bias``; Llama's head
+    has none, so the wrapper is told so."""
+    from peft.utils.other import TrainableTokensWrapper
+
+    for module in model.modules():
+        if isinstance(module, TrainableTokensWrapper) and isinstance(module.original_module, torch.nn.Linear) \
+                and module.original_module.bias is None:
+            module.bias = None
 
 
 def _git_revision() -> str | None:
@@ -120,7 +130,7 @@ def trainer_args(t: Train, output_dir: Path, precision: str, has_eval: bool) -> 
         bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not torch.cuda.is_available(),
         gradient_checkpointing=t.gradient_checkpointing, logging_steps=t.logging_steps,
         eval_strategy=("steps" if t.eval_steps else "epoch") if has_eval else "no", eval_steps=t.eval_steps,
-        report_to="none", disable_tqdm=True,
+        report_to=list(t.report_to) or "none", disable_tqdm=True,
     )
 
 
@@ -162,6 +172,7 @@ class Session:
     counting: CountingCollator
     start_from: Path | None
     state: object
+    vocab: dict  # embedding rows before/after and the ids of tokens the base had no row for
 
 
 def build(recipe: Recipe, resume: bool = False, show_progress: bool = True) -> Session:
@@ -180,6 +191,7 @@ def build(recipe: Recipe, resume: bool = False, show_progress: bool = True) -> S
     precision = resolve_precision(t.precision)
     launch = _check_launch()
     check_targets(recipe.model.path, t)
+    prepare_reporting(t.report_to, run)
     start_from = None
     if resume:
         if state.is_main_process:
@@ -194,7 +206,7 @@ def build(recipe: Recipe, resume: bool = False, show_progress: bool = True) -> S
                             "or set train.output_dir to a new folder")
     data = training_data(recipe, state.is_main_process, state.wait_for_everyone)
     tok = AutoTokenizer.from_pretrained(data.tokenizer_dir)
-    _check_tokenizer(tok, recipe.model.path)
+    new_ids = _check_tokenizer(tok, recipe.model.path)
     if state.is_main_process:
         run.mkdir(parents=True, exist_ok=True)
         if not resume:
@@ -202,18 +214,30 @@ def build(recipe: Recipe, resume: bool = False, show_progress: bool = True) -> S
 
     model = load_model(recipe.model.path, t, precision, sharded=launch["sharded"],
                        device_map={"": state.local_process_index} if torch.cuda.is_available() else None)
+    vocab = {"rows_before": model.get_input_embeddings().weight.shape[0], "new_token_ids": new_ids}
+    if new_ids:
+        grow_vocab(model, len(tok), new_ids)
+    vocab["rows_after"] = model.get_input_embeddings().weight.shape[0]
     trainer = SFTTrainer(
         model=model, args=_sft_config(recipe, checkpoints, precision, data.validation is not None,
                                       is_llama4_moe(model.config)),
         train_dataset=data.train, eval_dataset=data.validation, processing_class=tok,
-        peft_config=adapter_config(t, model.config),
+        peft_config=adapter_config(t, model, new_ids),
     )
+    if new_ids and t.method != "full":
+        _expose_head_bias(trainer.model)
+        # PEFT would also save both whole embedding matrices once their size differs from the base's
+        # config (1 GB each for a 128k vocabulary at 4096 wide); the trained rows are already in
+        # the adapter (trainable_token_indices), and attach_adapter grows the base before loading.
+        peft_model = trainer.model
+        peft_model.save_pretrained = functools.partial(peft_model.save_pretrained, save_embedding_layers=False)
     counting = CountingCollator(trainer.data_collator)
     trainer.data_collator = counting
     for cb in (PrinterCallback, ProgressCallback):  # replaced by RunCallback's bar and metrics.jsonl
         trainer.remove_callback(cb)
     trainer.add_callback(RunCallback(run, show_progress=show_progress))
-    return Session(recipe, run, trainer, data, tok, precision, launch, counting, start_from, state)
+    route_tensorboard(trainer, run)
+    return Session(recipe, run, trainer, data, tok, precision, launch, counting, start_from, state, vocab)
 
 
 def finish(s: Session) -> Path:
@@ -243,7 +267,8 @@ def finish(s: Session) -> Path:
         (run / "run.json").write_text(json.dumps({
             "recipe": s.recipe.model_dump(), "resumed_from": str(s.start_from) if s.start_from else None,
             "precision": s.precision, "launch": s.launch, "versions": _versions(), "git_revision": _git_revision(),
-            "data": s.data.stats, "padding_share": round(s.counting.padding_share, 4),
+            "data": s.data.stats, "tokenizer": s.data.tokenizer_record, "vocab": s.vocab,
+            "padding_share": round(s.counting.padding_share, 4),
             "train_tokens_seen": trainer.state.num_input_tokens_seen,
             "global_step": trainer.state.global_step, "train_loss": result.training_loss,
             "train_runtime_s": result.metrics.get("train_runtime"), "verification": verification,

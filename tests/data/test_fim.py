@@ -17,7 +17,7 @@ PREFIX, MIDDLE, SUFFIX = "def add(a, b):\n    ", "return a + b", "\n\nprint(add(
 
 @pytest.fixture(scope="module")
 def deepseek():
-    from finetune.tiny import load_tokenizer
+    from finetune.model.tokenizer import load_tokenizer
 
     return load_tokenizer(TOKENIZERS / "ggml-vocab-deepseek-coder.gguf")
 
@@ -28,7 +28,7 @@ def codellama(tmp_path_factory):
     (▁<PRE> 32007, ▁<SUF> 32008, ▁<MID> 32009, ▁<EOT> 32010), saved as a tokenizer folder."""
     from transformers import AddedToken
 
-    from finetune.tiny import load_tokenizer
+    from finetune.model.tokenizer import load_tokenizer
 
     tok = load_tokenizer(TOKENIZERS / "ggml-vocab-llama-spm.gguf")
     extra = [f"<extra_{i}>" for i in range(7)] + ["▁<PRE>", "▁<SUF>", "▁<MID>", "▁<EOT>"] + \
@@ -74,7 +74,7 @@ def test_code_llama_layout_has_no_dummy_space_inside(codellama):
 def test_starcoder_tokens_are_found_by_name():
     from transformers import AddedToken
 
-    from finetune.tiny import load_tokenizer
+    from finetune.model.tokenizer import load_tokenizer
 
     tok = load_tokenizer(TOKENIZERS / "ggml-vocab-llama-spm.gguf")
     names = ["<|endoftext|>", "<fim_prefix>", "<fim_middle>", "<fim_suffix>"]  # StarCoder's ids 0-3 order

@@ -117,15 +117,36 @@ def test_generation_prompt_is_never_trained(tokenizers):
             assert lab == IGNORE
 
 
-def test_template_override_needs_its_tokens(models):
-    from finetune import FinetuneError
+def test_template_override_adds_the_tokens_it_needs(models):
     from finetune.data.prepare import load_model_tokenizer
 
-    with pytest.raises(FinetuneError, match="needs special tokens"):
-        load_model_tokenizer(str(models["spm-hermes"]), "llama3")
-    tok = load_model_tokenizer(str(models["bpe-llama4"]), "llama3")  # its vocabulary has both
+    tok, record = load_model_tokenizer(str(models["spm-hermes"]), "llama3")
+    assert record["added_tokens"] == ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
     [sample] = Renderer(tok).render(TRACE, max_seq_length=4096)
     assert [tok.decode(r) for r in trained_runs(sample)] == EXPECTED["llama3"]
+    tok, record = load_model_tokenizer(str(models["bpe-llama4"]), "llama3")  # its vocabulary has both
+    assert record["added_tokens"] == []
+    [sample] = Renderer(tok).render(TRACE, max_seq_length=4096)
+    assert [tok.decode(r) for r in trained_runs(sample)] == EXPECTED["llama3"]
+
+
+def test_reasoning_before_a_hermes_call_is_trained_with_the_call(tokenizers):
+    from finetune.data.formats import to_canonical
+
+    rec = {"conversations": [
+        {"from": "system", "value": "<tools> " + json.dumps(TOOLS) + " </tools>"},
+        {"from": "human", "value": "Run the tests in tests/test_x.py."},
+        {"from": "gpt", "value": "The user names one file, so one run is enough.\n<tool_call>\n"
+                                 + json.dumps({"name": "run_tests", "arguments": {"path": "tests/test_x.py"}})
+                                 + "\n</tool_call>"},
+        {"from": "tool", "value": "<tool_response>\n3 passed\n</tool_response>"},
+        {"from": "gpt", "value": "All 3 tests pass."}]}
+    tok = tokenizers["spm-hermes"]
+    [sample] = Renderer(tok).render(validate_trace(to_canonical(rec, "hermes")), max_seq_length=4096)
+    first, second = [tok.decode(r) for r in trained_runs(sample)]
+    assert first == ("The user names one file, so one run is enough.\n<tool_call>\n"
+                     + _j("run_tests", {"path": "tests/test_x.py"}, "arguments") + "\n</tool_call><|im_end|>")
+    assert second == "All 3 tests pass.<|im_end|>"
 
 
 def test_template_without_tools_rejects_tool_traces(tokenizers):

