@@ -34,6 +34,7 @@ Example::
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from collections import Counter
@@ -183,8 +184,6 @@ def _read_hf(origin: Origin, dtype, say):
         origin.sha256[f.name] = sha256_file(f)
     card = origin.path / "README.md"
     if card.exists():
-        import re
-
         m = re.search(r"^license:\s*(\S+)\s*$", card.read_text(errors="replace"), re.MULTILINE)
         origin.license = m.group(1) if m else origin.license
     quant = getattr(config, "quantization_config", None)
@@ -262,13 +261,15 @@ def _verify_gguf(folder: Path, gguf_path: Path, tok, say) -> dict:
 # --------------------------------------------------------------------------- writing
 
 
-def _generation_config(tok, source: Path | None):
+def _generation_config(tok, source: Path | None, source_eos: int | None):
+    """The source's generation config (if any), stopping at the end-of-turn token and at every
+    token the source stopped at (its own EOS still ends a text)."""
     from transformers import GenerationConfig
 
     cfg = GenerationConfig.from_pretrained(str(source)) if source and (source / "generation_config.json").exists() \
         else GenerationConfig()
     old = cfg.eos_token_id if isinstance(cfg.eos_token_id, list) else [cfg.eos_token_id]
-    cfg.eos_token_id = list(dict.fromkeys(i for i in [tok.eos_token_id, *old] if i is not None))
+    cfg.eos_token_id = list(dict.fromkeys(i for i in [tok.eos_token_id, source_eos, *old] if i is not None))
     cfg.bos_token_id, cfg.pad_token_id = tok.bos_token_id, tok.pad_token_id
     return cfg
 
@@ -276,7 +277,7 @@ def _generation_config(tok, source: Path | None):
 def _card(origin: Origin, info: dict) -> str:
     sha = "\n".join(f"| `{name}` | `{digest}` |" for name, digest in origin.sha256.items())
     quant = (f"dequantized from **{origin.quantization}** (llama.cpp quantization): a lossy copy of the original "
-             "weights, not the original" if origin.kind == "gguf" else "16-bit weights, cast")
+             "weights, not the original" if origin.kind == "gguf" else "the source's own weights")
     v = info.get("verification")
     check = (f"llama.cpp on the source GGUF and transformers on this folder agree on the next token at "
              f"{v['top1']:.1%} of {v['positions']} positions (logit correlation {v['logit_corr']}, mean KL "
@@ -318,23 +319,16 @@ def import_model(source: str, out: Path, dtype: str = "bfloat16", chat_template:
     check_new_folder(out)
     origin = resolve(source)
     torch_dtype = getattr(torch, dtype)
-    if origin.kind == "gguf":
-        model = _read_gguf(origin, torch_dtype, say)
-        tok = load_tokenizer(origin.path)
-    else:
-        model = _read_hf(origin, torch_dtype, say)
-        tok = load_tokenizer(origin.path)
+    model = (_read_gguf if origin.kind == "gguf" else _read_hf)(origin, torch_dtype, say)
+    tok = load_tokenizer(origin.path)
     template, reason = _choose_template(tok, chat_template)
-    eos_before = tok.eos_token
+    eos_before = tok.eos_token_id
     fitted = fit_tokenizer(tok, template)
-    fitted["chat_template"] = template or "model"
     if fitted["added_tokens"]:  # only a new <pad>: its row is never trained, the mean is fine
         grow_vocab(model, len(tok), [tok.convert_tokens_to_ids(t) for t in fitted["added_tokens"]])
     model.config.pad_token_id, model.config.eos_token_id = tok.pad_token_id, tok.eos_token_id
     model.config.bos_token_id = tok.bos_token_id
-    generation = _generation_config(tok, origin.path if origin.kind == "hf" else None)
-    if origin.kind == "gguf" and eos_before != tok.eos_token:  # the GGUF's own EOS still ends a text
-        generation.eos_token_id.append(tok.convert_tokens_to_ids(eos_before))
+    generation = _generation_config(tok, origin.path if origin.kind == "hf" else None, eos_before)
 
     with staged_folder(out) as tmp:
         say(f"writing {out} ({dtype} safetensors)")
