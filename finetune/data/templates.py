@@ -54,7 +54,7 @@ _LLAMA = """{{- bos_token }}""" + _SYSTEM_SPLIT + """
 {{- CALLS_OPEN }}
 {%- for c in m.tool_calls %}""" + _TOOL_ARGS + """
 {%- if (m.content and not CALLS_OPEN) or not loop.first %}{{- '\\n' }}{%- endif %}
-{{- '{\"name\": ' + f.name | tojson + ', \"parameters\": ' + f.arguments | tojson + '}' }}
+{{- '{\"name\": ' + f.name | tojson + ', \"parameters\": ' + (f.arguments if f.arguments is string else f.arguments | tojson) + '}' }}
 {%- endfor %}
 {{- CALLS_CLOSE }}
 {%- endif %}
@@ -89,7 +89,7 @@ _HERMES = """{{- bos_token }}""" + _SYSTEM_SPLIT + """
 {%- if m.tool_calls %}
 {%- for c in m.tool_calls %}""" + _TOOL_ARGS + """
 {%- if m.content or not loop.first %}{{- '\\n' }}{%- endif %}
-{{- '<tool_call>\\n{\"name\": ' + f.name | tojson + ', \"arguments\": ' + f.arguments | tojson + '}\\n</tool_call>' }}
+{{- '<tool_call>\\n{\"name\": ' + f.name | tojson + ', \"arguments\": ' + (f.arguments if f.arguments is string else f.arguments | tojson) + '}\\n</tool_call>' }}
 {%- endfor %}
 {%- endif %}
 {{- '<|im_end|>\\n' }}

@@ -149,8 +149,9 @@ def plan_llamacpp(m: Manifest, paths: Paths, port: int) -> Plan:
     def add(name: str, model: str, lora: str | None, length: int, serves: dict[str, str]):
         argv = ["${PYTHON:-python}", "-m", "llama_cpp.server", "--model", model]
         argv += ["--lora_path", lora] if lora else []
+        # --interrupt_requests false: by default a waiting request cuts the streamed one short
         argv += ["--model_alias", name, "--host", "127.0.0.1", "--port", str(port + len(servers)),
-                 "--n_ctx", str(length)]
+                 "--n_ctx", str(length), "--interrupt_requests", "false"]
         servers.append(Server(name, port + len(servers), argv, serves))
 
     for x in _local_members(m):

@@ -3,19 +3,28 @@
 Routes:
 
 * ``POST /v1/chat/completions``: ``model`` is the pool's name (fused) or a member's name (that
-  member alone, for direct use). Tools and ``tool_calls`` use the OpenAI wire format;
-  ``stream: true`` sends the fused answer as server-sent events (``chat.completion.chunk``, the
-  last chunk carries the ``fusion`` record, then ``[DONE]``).
-* ``GET /v1/models``: the pool and each member.
+  member alone, for direct use). The body is checked against the OpenAI chat-completions schema
+  before any member is called (:mod:`finetune.pool.request`): a request that can never succeed is
+  a 400 naming each bad field, not a 503 that clients would retry into more fan-outs. Tools,
+  ``tool_calls`` and tool results use the OpenAI wire form; ``stream: true`` sends the fused answer
+  as server-sent events (``chat.completion.chunk``; usage and the ``fusion`` record on the last
+  chunk, or on a chunk of their own after it with ``stream_options.include_usage``; then ``[DONE]``).
+* ``GET /v1/models`` and ``GET /v1/models/{id}``: the pool and each member.
 * ``GET /healthz``: each member's state (its server's ``/v1/models`` within 2 s).
 * ``GET /metrics``: Prometheus text (requests by status, member latency and failures, judge time).
+* ``POST /v1/responses``: not served; the 404 says how to point a Responses-API client (the OpenAI
+  Agents SDK) at chat completions.
 
 Requests and failures:
 
 * **Key.** With ``--api-key-env VAR``, every request needs ``Authorization: Bearer <$VAR>``;
-  otherwise the answer is 401. The key is never logged.
-* **Limits.** A body over ``max_body_bytes`` gets 413, and ``max_tokens`` above the limit gets
-  400. A pool below its quorum answers 503, with a body naming each member's fault.
+  otherwise the answer is 401. The key is never logged: the access log is the gateway's own and
+  writes paths without their query string.
+* **Limits.** A body over ``max_body_bytes`` gets 413. ``max_tokens`` above what every member can
+  generate within ``member_timeout_s`` (local members are measured at start) gets 400. A pool
+  below its quorum answers 503, with a body naming each member's fault.
+* **Giving up.** A member call the gateway gives up on (timeout, the quorum's grace period, the
+  client going away) is cancelled, and a local llama.cpp member stops generating.
 * **Outbound calls.** The gateway only ever calls endpoints named in the manifest.
 * **Errors.** An unexpected error in one request becomes a 500 for that request alone.
 
@@ -39,10 +48,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
-from finetune import FinetuneError
-from finetune.pool.runtime import Pool, QuorumError, check_messages, completion, message_of
+from finetune.pool.request import BadRequest, Job, parse_request
+from finetune.pool.runtime import Pool, QuorumError, completion, message_of
 
 log = logging.getLogger("finetune.pool.gateway")
+access = logging.getLogger("finetune.pool.access")
 
 
 def _error(status: int, message: str, kind: str, **extra) -> JSONResponse:
@@ -72,25 +82,54 @@ class Metrics:
             self.judge_seconds.observe(fusion["judge"]["latency_s"])
 
 
-def _chunks(done: dict, piece: int = 64):
-    """The finished completion as SSE chat.completion.chunk events."""
+def _chunks(done: dict, include_usage: bool, piece: int = 64):
+    """The finished completion as SSE chat.completion.chunk events: role, text pieces, the tool
+    calls, the finish reason; usage (and the fusion record) on the last chunk, or, as OpenAI does
+    with ``stream_options.include_usage``, on a chunk of their own with no choices."""
     base = {"id": done["id"], "object": "chat.completion.chunk", "created": done["created"],
             "model": done["model"]}
-    message = done["choices"][0]["message"]
-    yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]}
+    choice = done["choices"][0]
+    message = choice["message"]
+    yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
     text = message.get("content") or ""
     for i in range(0, len(text), piece):
         yield {**base, "choices": [{"index": 0, "delta": {"content": text[i:i + piece]}, "finish_reason": None}]}
     if message.get("tool_calls"):
         calls = [{"index": i, **c} for i, c in enumerate(message["tool_calls"])]
         yield {**base, "choices": [{"index": 0, "delta": {"tool_calls": calls}, "finish_reason": None}]}
-    yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": done["choices"][0]["finish_reason"]}],
-           "usage": done["usage"], "fusion": done.get("fusion")}
+    tail = {"usage": done["usage"], **({"fusion": done["fusion"]} if "fusion" in done else {})}
+    last = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": choice["finish_reason"]}]}
+    if include_usage:
+        yield last
+        yield {**base, "choices": [], **tail}
+    else:
+        yield {**last, **tail}
+
+
+class ClientGone(Exception):
+    """The client closed the connection before its answer was ready."""
+
+
+async def _unless_client_leaves(request: Request, work):
+    """Await ``work``; if the client goes away first, cancel it (and with it every member call)."""
+    task = asyncio.ensure_future(work)
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=0.25)
+        if done:
+            return task.result()
+        if await request.is_disconnected():
+            task.cancel()
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):  # nobody is waiting for the answer
+                pass
+            raise ClientGone
 
 
 class Guard:
-    """API key, body size and a last-resort 500, as plain ASGI (FastAPI's @middleware("http") wraps
-    every response in extra streams: measured 9% of the gateway's CPU)."""
+    """API key, body size, the access log and a last-resort 500, as plain ASGI (FastAPI's
+    @middleware("http") wraps every response in extra streams: measured 9% of the gateway's CPU).
+    The access log names the path without its query string, so a key put there is never written."""
 
     def __init__(self, app, api_key: str | None, max_body_bytes: int):
         self.app, self.max_body_bytes = app, max_body_bytes
@@ -99,6 +138,25 @@ class Guard:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        start, status = time.perf_counter(), [0]
+
+        async def tracked(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+        try:
+            await self._handle(scope, receive, tracked)
+        except Exception:  # one bad request must not take the gateway down
+            log.exception("request %s failed", scope["path"])
+            if not status[0]:
+                await _error(500, "internal error in the gateway; see its log", "server_error")(scope, receive,
+                                                                                                 tracked)
+        finally:
+            client = scope.get("client") or ("-", 0)
+            access.info('%s:%s "%s %s" %s %.3fs', client[0], client[1], scope["method"], scope["path"],
+                        status[0] or 499, time.perf_counter() - start)
+
+    async def _handle(self, scope, receive, send):
         headers = dict(scope["headers"])
         if self.expected is not None and scope["path"] != "/healthz" and \
                 not hmac.compare_digest(headers.get(b"authorization", b""), self.expected):
@@ -108,18 +166,7 @@ class Guard:
         if not size.isdigit() or int(size) > self.max_body_bytes:
             response = _error(413, f"request body over {self.max_body_bytes} bytes", "invalid_request_error")
             return await response(scope, receive, send)
-        started = False
-
-        async def tracked(message):
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-        try:
-            await self.app(scope, receive, tracked)
-        except Exception:  # one bad request must not take the gateway down
-            log.exception("request %s failed", scope["path"])
-            if not started:
-                await _error(500, "internal error in the gateway; see its log", "server_error")(scope, receive, send)
+        await self.app(scope, receive, send)
 
 
 def create_app(pool: Pool, api_key: str | None = None, max_body_bytes: int = 1 << 20,
@@ -137,15 +184,33 @@ def create_app(pool: Pool, api_key: str | None = None, max_body_bytes: int = 1 <
 
     app = FastAPI(title=f"finetune pool {pool.manifest.name}", lifespan=lifespan, docs_url=None, redoc_url=None)
     m = pool.manifest
+    created = int(time.time())
 
     app.add_middleware(Guard, api_key=api_key, max_body_bytes=max_body_bytes)
 
+    def card(name: str, owner: str) -> dict:
+        return {"id": name, "object": "model", "created": created, "owned_by": owner}
+
     @app.get("/v1/models")
     async def models():
-        now = int(time.time())
-        return {"object": "list", "data": [{"id": m.name, "object": "model", "created": now, "owned_by": "finetune-pool"}]
-                + [{"id": x.name, "object": "model", "created": now, "owned_by": "finetune-pool-member"}
-                   for x in m.members]}
+        return {"object": "list", "data": [card(m.name, "finetune-pool")]
+                + [card(x.name, "finetune-pool-member") for x in m.members]}
+
+    @app.get("/v1/models/{model_id}")
+    async def model(model_id: str):
+        if model_id == m.name:
+            return card(m.name, "finetune-pool")
+        if model_id in pool.endpoints:
+            return card(model_id, "finetune-pool-member")
+        return _error(404, f"no model {model_id!r}; this gateway serves {m.name!r} and its members "
+                           f"{sorted(pool.endpoints)}", "invalid_request_error", code="model_not_found")
+
+    @app.post("/v1/responses")
+    async def responses():
+        return _error(404, "this gateway serves the Chat Completions API (POST /v1/chat/completions), not the "
+                           "Responses API; point the client at chat completions (OpenAI Agents SDK: "
+                           "set_default_openai_api('chat_completions'))", "invalid_request_error",
+                      code="unknown_url")
 
     @app.get("/healthz")
     async def healthz():
@@ -158,12 +223,18 @@ def create_app(pool: Pool, api_key: str | None = None, max_body_bytes: int = 1 <
         states = dict(await asyncio.gather(*(probe(n, ep) for n, ep in pool.endpoints.items())))
         up = sum(s == "up" for s in states.values())
         ok = up >= m.fusion.quorum
-        return JSONResponse({"status": "ok" if ok else "degraded", "quorum": m.fusion.quorum, "members": states},
-                            status_code=200 if ok else 503)
+        restarts = pool.local.restarts if pool.local is not None else {}
+        return JSONResponse({"status": "ok" if ok else "degraded", "quorum": m.fusion.quorum, "members": states,
+                             "restarts": restarts}, status_code=200 if ok else 503)
 
     @app.get("/metrics")
     async def prometheus():
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    def bad(model: str, problems: list[str]) -> JSONResponse:
+        metrics.requests.labels(model, "400").inc()
+        return _error(400, "bad request: " + "; ".join(problems), "invalid_request_error",
+                      param=problems[0].split(":")[0])
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
@@ -171,50 +242,56 @@ def create_app(pool: Pool, api_key: str | None = None, max_body_bytes: int = 1 <
         if len(raw) > max_body_bytes:
             return _error(413, f"request body over {max_body_bytes} bytes", "invalid_request_error")
         try:
-            body = json.loads(raw)
-            if not isinstance(body, dict):
-                raise ValueError("not an object")
-            messages, tools = check_messages(body)
-        except (ValueError, FinetuneError) as exc:
-            return _error(400, f"bad request: {exc}", "invalid_request_error")
-        model = body.get("model") or m.name
-        max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
-        if max_tokens is not None and (not isinstance(max_tokens, int) or not 0 < max_tokens <= max_tokens_limit):
-            return _error(400, f"max_tokens must be an integer from 1 to {max_tokens_limit}", "invalid_request_error")
-        params = {k: body[k] for k in ("temperature", "top_p", "stop", "seed", "tool_choice") if k in body}
-        if max_tokens is not None:
-            params["max_tokens"] = max_tokens
+            job = parse_request(raw)
+        except BadRequest as exc:
+            return bad("-", exc.problems)
+        model = job.model
+        if model != m.name and model not in pool.endpoints:
+            return _error(404, f"no model {model!r}; this gateway serves {m.name!r} and its members "
+                               f"{sorted(pool.endpoints)}", "invalid_request_error", code="model_not_found")
+        limit = min(max_tokens_limit, pool.max_tokens_limit or max_tokens_limit)
+        if job.max_tokens is not None and job.max_tokens > limit:
+            why = "" if limit == max_tokens_limit else (
+                f": what the slowest local member generates within member_timeout_s "
+                f"({m.fusion.member_timeout_s:g} s), measured at start")
+            return bad(model, [f"max_tokens: must be at most {limit}{why}"])
+        if job.tools and m.tool_call_format == "none":
+            return bad(model, [f"tools: pool {m.name} was built with `tools: false`; it answers without tools"])
         start = time.perf_counter()
-        if model != m.name:  # direct use of one member
-            if model not in pool.endpoints:
-                return _error(404, f"no model {model!r}; this gateway serves {m.name!r} and its members "
-                                   f"{sorted(pool.endpoints)}", "invalid_request_error")
-            answer = await pool.ask(model, messages, tools, params)
-            metrics.record({"members": [{"member": model, "status": answer.status, "latency_s": answer.latency_s}]})
-            if answer.status != "ok":
-                metrics.requests.labels(model, "502").inc()
-                return _error(502, f"{model}: {answer.status} ({answer.error})", "upstream_error")
-            result = completion(model, message_of(answer), answer.usage)
-        else:
-            try:
-                result = await pool.complete(messages, tools, **params)
-            except QuorumError as exc:
-                metrics.record(exc.record)
-                metrics.requests.labels(model, "503").inc()
-                return _error(503, f"pool {m.name}: {exc}", "quorum_not_met", fusion=exc.record)
-            except FinetuneError as exc:
-                metrics.requests.labels(model, "400").inc()
-                return _error(400, str(exc), "invalid_request_error")
-            metrics.record(result["fusion"])
+        try:
+            result = await _unless_client_leaves(request, answer(model, job))
+        except ClientGone:
+            metrics.requests.labels(model, "499").inc()
+            return Response(status_code=499)
+        if isinstance(result, JSONResponse):
+            return result
         metrics.requests.labels(model, "200").inc()
         metrics.request_seconds.observe(time.perf_counter() - start)
-        if body.get("stream"):
+        if job.stream:
             async def events():
-                for chunk in _chunks(result):
+                for chunk in _chunks(result, job.include_usage):
                     yield f"data: {json.dumps(chunk)}\n\n"
                 yield "data: [DONE]\n\n"
             return StreamingResponse(events(), media_type="text/event-stream")
         return JSONResponse(result)
+
+    async def answer(model: str, job: Job) -> dict | JSONResponse:
+        """The completion, or the error response (upstream failure, quorum not met)."""
+        if model != m.name:  # direct use of one member
+            got = await pool.ask(model, job)
+            metrics.record({"members": [{"member": model, "status": got.status, "latency_s": got.latency_s}]})
+            if got.status != "ok":
+                metrics.requests.labels(model, "502").inc()
+                return _error(502, f"{model}: {got.status} ({got.error})", "upstream_error")
+            return completion(model, message_of(got), got.usage, got.finish_reason)
+        try:
+            result = await pool.complete(job)
+        except QuorumError as exc:
+            metrics.record(exc.record)
+            metrics.requests.labels(model, "503").inc()
+            return _error(503, f"pool {m.name}: {exc}", "quorum_not_met", fusion=exc.record)
+        metrics.record(result["fusion"])
+        return result
 
     return app
 
@@ -224,4 +301,10 @@ def serve(manifest, host: str = "127.0.0.1", port: int = 8000, api_key: str | No
     import uvicorn
 
     app = create_app(Pool(manifest), api_key=api_key)
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=True)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    for name in ("finetune.pool.access", "finetune.pool.gateway"):
+        logging.getLogger(name).addHandler(handler)
+        logging.getLogger(name).setLevel(logging.INFO)
+    # uvicorn's own access log would write the query string (where a client may have put its key)
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)

@@ -1,5 +1,6 @@
 """llama.cpp servers for a pool's local GGUF members (and a local generative judge): started with
-the commands ``pool render --backend llamacpp`` writes, on free ports, and stopped together.
+the commands ``pool render --backend llamacpp`` writes, on free ports, started again when one
+dies, and stopped together.
 
 Example::
 
@@ -33,32 +34,67 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class PromptCounter:
+    """Prompt tokens of a chat request as a llama-cpp-python server counts them (its stream does not
+    say): the GGUF's own chat template through the same formatter the server uses, and the GGUF's
+    tokenizer (vocabulary only, no weights)."""
+
+    def __init__(self, gguf: Path):
+        import llama_cpp
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self.llm = llama_cpp.Llama(str(gguf), vocab_only=True, verbose=False)
+        text = self.llm._model.token_get_text
+        eos, bos = self.llm.token_eos(), self.llm.token_bos()
+        template = self.llm.metadata.get("tokenizer.chat_template")
+        self.format = Jinja2ChatFormatter(template, eos_token=text(eos) if eos != -1 else "",
+                                          bos_token=text(bos) if bos != -1 else "") if template else None
+
+    def __call__(self, body: dict) -> int | None:
+        if self.format is None:
+            return None
+        out = self.format(messages=body["messages"], tools=body.get("tools"), tool_choice=body.get("tool_choice"))
+        return len(self.llm.tokenize(out.prompt.encode("utf-8"), add_bos=not out.added_special, special=True))
+
+
 class LocalServers:
+    """The llama.cpp servers of a pool; a server that dies is started again by :meth:`revive`."""
+
     def __init__(self, manifest: Manifest, manifest_path: Path):
         self.manifest, self.manifest_path = manifest, Path(manifest_path)
+        self.here = self.manifest_path.resolve().parent
         self.procs: list[subprocess.Popen] = []
+        self.commands: list[tuple[str, list[str]]] = []  # (server name, argv), as procs
+        self.counters: dict[str, PromptCounter] = {}  # member (or "judge") -> its prompt counter
+        self.restarts: dict[str, int] = {}  # server name -> times started again
+        self.next_try: dict[str, float] = {}  # server name -> earliest time for the next restart
+
+    def _spawn(self, argv: list[str]) -> subprocess.Popen:
+        return subprocess.Popen(argv, cwd=self.here, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
 
     def start(self) -> dict[str, Endpoint]:
         """Start one server per local member (and the judge), wait until each answers; returns
         member (or "judge") -> its endpoint. On any failure every started server is stopped."""
-        here = self.manifest_path.resolve().parent
-        plan = plan_llamacpp(self.manifest, Paths(self.manifest_path, here), port=0)
+        plan = plan_llamacpp(self.manifest, Paths(self.manifest_path, self.here), port=0)
         endpoints = {}
         try:
             for server in plan.servers:
                 port = free_port()
                 argv = [sys.executable if a.startswith("$") else a for a in server.argv]
                 argv[argv.index("--port") + 1] = str(port)
-                proc = subprocess.Popen(argv, cwd=here, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                        start_new_session=True)
+                proc = self._spawn(argv)
                 self.procs.append(proc)
+                self.commands.append((server.name, argv))
+                counter = PromptCounter(self.here / argv[argv.index("--model") + 1])
                 for who, model in server.serves.items():
                     endpoints[who] = Endpoint(url=f"http://127.0.0.1:{port}/v1", model=model)
+                    self.counters[who] = counter
                 deadline = time.time() + START_TIMEOUT_S
                 while True:
                     if proc.poll() is not None:
                         raise FinetuneError(f"the llama.cpp server for {server.name} exited ({proc.returncode}); "
-                                            f"run `{' '.join(argv)}` in {here} to see why")
+                                            f"run `{' '.join(argv)}` in {self.here} to see why")
                     try:
                         if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200:
                             break
@@ -73,6 +109,19 @@ class LocalServers:
             raise
         return endpoints
 
+    def revive(self) -> list[str]:
+        """Start again, with the same command and port, every server whose process has exited; a
+        server that keeps dying is retried after 2, 4, 8 ... 64 s. Returns the names started."""
+        started, now = [], time.time()
+        for i, (name, argv) in enumerate(self.commands):
+            if self.procs[i].poll() is None or now < self.next_try.get(name, 0.0):
+                continue
+            self.restarts[name] = self.restarts.get(name, 0) + 1
+            self.next_try[name] = now + 2.0 ** min(self.restarts[name], 6)
+            self.procs[i] = self._spawn(argv)
+            started.append(name)
+        return started
+
     def stop(self) -> None:
         for p in self.procs:
             if p.poll() is None:
@@ -83,4 +132,4 @@ class LocalServers:
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, 9)
                 p.wait()
-        self.procs = []
+        self.procs, self.commands = [], []

@@ -2,14 +2,17 @@
 
 ``Pool`` loads a manifest, starts llama.cpp servers (llama-cpp-python's) for members that are
 local GGUF artifacts and talks to the others at their manifest ``endpoint`` over HTTP (httpx);
-nothing else is ever called. ``await pool.complete(messages, tools)`` returns an OpenAI
-``chat.completion`` with a ``fusion`` record: every member's answer, status, latency and usage,
-the judge's scores or verdict, the mode and the total time.
+nothing else is ever called. ``await pool.complete(job)`` (a request checked by
+:mod:`finetune.pool.request`) returns an OpenAI ``chat.completion`` with a ``fusion`` record:
+every member's answer, status, latency and usage, the judge's scores or verdict, the mode and
+the total time.
 
-* **Members in parallel.** Each call is bounded by ``fusion.member_timeout_s``. A member that
-  errors, times out, returns garbage or an invalid tool call is dropped and reported with the
-  reason. Once the quorum has answered, ``early_finish_grace_s`` bounds the wait for the rest,
-  and stragglers are cancelled. Below the quorum, :class:`QuorumError` is raised (``fail``), or
+* **Members in parallel.** Each call is bounded by ``fusion.member_timeout_s``; a local member is
+  read as a stream and its ``max_tokens`` capped at what it writes within that time, so a call
+  given up on stops its generation. A member that errors, times out, returns garbage, an invalid
+  tool call or an answer outside the ``response_format`` is dropped and reported with the reason.
+  Once the quorum has answered, ``early_finish_grace_s`` bounds the wait for the rest, and
+  stragglers are cancelled. Below the quorum, :class:`QuorumError` is raised (``fail``), or
   whatever came back is used (``best_available``, flagged).
 * **Tool calls.** They are read from the wire ``tool_calls``, or parsed from the text in the
   pool's format (llama.cpp's server returns it as text). They are validated against the request's
@@ -23,7 +26,8 @@ the judge's scores or verdict, the mode and the total time.
 Example::
 
     async with Pool(Path("runs/pool/manifest.json")) as pool:
-        out = await pool.complete([{"role": "user", "content": "Reverse a list in Python."}])
+        out = await pool.complete(parse_request(b'{"model": "demo-pool", "messages": '
+                                                b'[{"role": "user", "content": "Reverse a list in Python."}]}'))
         print(out["choices"][0]["message"]["content"], out["fusion"]["winner"])
 """
 
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import time
 import uuid
@@ -44,6 +49,9 @@ from finetune.data.formats import RecordError
 from finetune.data.templates import TEMPLATES
 from finetune.data.validate import _check_call
 from finetune.pool.manifest import Endpoint, Manifest, load_manifest
+from finetune.pool.request import Job
+
+log = logging.getLogger("finetune.pool.runtime")
 
 
 class QuorumError(Exception):
@@ -57,13 +65,14 @@ class QuorumError(Exception):
 @dataclass
 class Answer:
     member: str
-    status: str = "pending"  # ok | timeout | error | garbage | invalid_tool_call | cancelled
+    status: str = "pending"  # ok | timeout | error | garbage | invalid_tool_call | invalid_format | cancelled
     content: str = ""
     tool_calls: list[dict] = field(default_factory=list)  # OpenAI wire form
     latency_s: float = 0.0
     usage: dict = field(default_factory=dict)
     error: str | None = None
     round: int = 0
+    finish_reason: str = "stop"  # stop | length (tool calls are said by the completion)
 
 
 def _wire_tools(tools: list[dict] | None) -> dict[str, dict]:
@@ -75,11 +84,13 @@ def _wire_tools(tools: list[dict] | None) -> dict[str, dict]:
     return out
 
 
-def read_answer(answer: Answer, data, tool_format: str, tools: list[dict] | None) -> Answer:
+def read_answer(answer: Answer, data, tool_format: str, job: Job) -> Answer:
     """Fill ``answer`` from a member's chat.completion body: text, tool calls (wire or parsed from
-    the text), usage; the status says why an answer cannot be used."""
+    the text), usage, finish reason; the status says why an answer cannot be used: its calls must
+    fit the request's tool schemas and ``tool_choice``, its text the ``response_format`` schema."""
     try:
-        message = data["choices"][0]["message"]
+        choice = data["choices"][0]
+        message = choice["message"]
         content = message.get("content") or ""
         calls = list(message.get("tool_calls") or [])
         if not isinstance(content, str):
@@ -87,7 +98,9 @@ def read_answer(answer: Answer, data, tool_format: str, tools: list[dict] | None
     except (KeyError, IndexError, TypeError, AttributeError) as exc:
         answer.status, answer.error = "garbage", f"not a chat completion ({type(exc).__name__}: {exc})"
         return answer
-    if not calls and tools and tool_format in TEMPLATES:
+    answer.finish_reason = "length" if choice.get("finish_reason") == "length" else "stop"
+    # With tool_choice "none" the member was shown no tools: what it writes is its text answer.
+    if not calls and job.tools and job.tool_choice != "none" and tool_format in TEMPLATES:
         try:
             content, parsed = TEMPLATES[tool_format].parse(content)
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
@@ -97,23 +110,59 @@ def read_answer(answer: Answer, data, tool_format: str, tools: list[dict] | None
                   "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])}} for c in parsed]
     answer.content, answer.tool_calls = content, calls
     answer.usage = data.get("usage") or {}
-    if calls:
-        schemas = _wire_tools(tools)
-        if not schemas:
-            answer.status, answer.error = "invalid_tool_call", "tool call, but the request offers no tools"
-            return answer
-        for c in calls:
-            f = c.get("function") or {}
-            try:
-                _check_call({"name": f.get("name"), "arguments": f.get("arguments")}, schemas, "tool call")
-            except RecordError as exc:
-                answer.status, answer.error = "invalid_tool_call", f"{exc.reason}: {exc}"
-                return answer
-    elif not content.strip():
-        answer.status, answer.error = "garbage", "empty answer"
+    problem = _answer_problem(content, calls, job)
+    if problem:
+        answer.status, answer.error = problem
         return answer
     answer.status = "ok"
     return answer
+
+
+def _answer_problem(content: str, calls: list[dict], job: Job) -> tuple[str, str] | None:
+    """Why an answer does not fit the request, as (status, reason), or None."""
+    choice = job.tool_choice
+    if calls:
+        schemas = _wire_tools(job.tools)
+        if not schemas:
+            return "invalid_tool_call", "tool call, but the request offers no tools"
+        if choice == "none":
+            return "invalid_tool_call", "tool call, but tool_choice is 'none'"
+        if len(calls) > 1 and not job.parallel_tool_calls:
+            return "invalid_tool_call", f"{len(calls)} tool calls, but parallel_tool_calls is false"
+        for c in calls:
+            f = c.get("function") or {}
+            if isinstance(choice, dict) and f.get("name") != choice["function"]["name"]:
+                return "invalid_tool_call", f"call to {f.get('name')!r}, but tool_choice names " \
+                                            f"{choice['function']['name']!r}"
+            try:
+                _check_call({"name": f.get("name"), "arguments": f.get("arguments")}, schemas, "tool call")
+            except RecordError as exc:
+                return "invalid_tool_call", f"{exc.reason}: {exc}"
+        return None
+    if choice == "required" or isinstance(choice, dict):
+        return "invalid_tool_call", "no tool call, but tool_choice requires one"
+    if not content.strip():
+        return "garbage", "empty answer"
+    if job.schema is not None:
+        return _format_problem(content, job.schema)
+    return None
+
+
+def _format_problem(content: str, schema: dict) -> tuple[str, str] | None:
+    """An answer that must be JSON (``response_format``) and match the schema, checked with jsonschema."""
+    import jsonschema
+
+    try:
+        value = json.loads(content)
+    except json.JSONDecodeError as exc:
+        return "invalid_format", f"response_format asks for JSON; the answer is not JSON ({exc.msg})"
+    if not schema:
+        return None if isinstance(value, dict) else ("invalid_format", "json_object asks for a JSON object")
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(value))
+    if error is not None:
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path) or "the answer"
+        return "invalid_format", f"does not match the response_format schema at {where.lstrip('.')}: {error.message}"
+    return None
 
 
 def as_judged(answer: Answer) -> list[dict]:
@@ -134,6 +183,8 @@ class Pool:
         self.judge_endpoint = self.manifest.judge.endpoint
         self.reward = None
         self.local = None  # LocalServers, when the manifest has local GGUF members
+        self.ceilings: dict[str, int] = {}  # local member -> the most tokens it generates within the timeout
+        self.supervisor: asyncio.Task | None = None  # restarts local servers that die
 
     async def __aenter__(self):
         await self.start()
@@ -143,7 +194,8 @@ class Pool:
         await self.close()
 
     async def start(self) -> None:
-        """Start llama.cpp servers for local members (and a local generative judge); load a reward judge."""
+        """Start llama.cpp servers for local members (and a local generative judge), measure how many
+        tokens each generates within the member timeout; load a reward judge."""
         m = self.manifest
         local = [x for x in m.members if x.endpoint is None]
         if local or (m.judge.kind == "generative" and m.judge.endpoint is None):
@@ -153,6 +205,11 @@ class Pool:
             started = await asyncio.to_thread(self.local.start)
             self.judge_endpoint = started.pop("judge", self.judge_endpoint)
             self.endpoints.update(started)
+            for name in started:
+                self.ceilings[name] = await self._ceiling(self.endpoints[name], name)
+            if "judge" in self.local.counters:
+                self.ceilings["judge"] = await self._ceiling(self.judge_endpoint, None)
+            self.supervisor = asyncio.create_task(self._supervise())
         if m.judge.kind == "reward_model":
             from finetune.judge.score import RewardJudge
             from finetune.pool.manifest import artifact_root
@@ -161,7 +218,18 @@ class Pool:
             model_dir = artifact_root(self.manifest_path, art) / art.path
             self.reward = await asyncio.to_thread(RewardJudge, model_dir, m.judge.max_length)
 
+    async def _supervise(self, every_s: float = 1.0) -> None:
+        """Start a local server again when its process dies (requests meanwhile fail over to the
+        other members, and health reports it down until it answers again)."""
+        while True:
+            await asyncio.sleep(every_s)
+            for name in self.local.revive():
+                log.warning("the llama.cpp server for %s had exited; started it again", name)
+
     async def close(self) -> None:
+        if self.supervisor is not None:
+            self.supervisor.cancel()
+            self.supervisor = None
         if self.local is not None:
             await asyncio.to_thread(self.local.stop)
         for client in self.clients.values():
@@ -180,36 +248,113 @@ class Pool:
             self.clients[key] = httpx.AsyncClient(limits=httpx.Limits(max_connections=1000, keepalive_expiry=2.0))
         return self.clients[key]
 
+    @property
+    def max_tokens_limit(self) -> int | None:
+        """The most tokens every member can generate within ``member_timeout_s`` (local members are
+        measured at start; endpoint members are trusted), or None when nothing was measured."""
+        return min((v for k, v in self.ceilings.items() if k != "judge"), default=None)
+
     # -- calling models -------------------------------------------------------------------------
 
+    def _headers(self, ep: Endpoint) -> dict:
+        return {"Authorization": f"Bearer {os.environ.get(ep.api_key_env, '')}"} if ep.api_key_env else {}
+
     async def _chat(self, ep: Endpoint, body: dict, timeout: float) -> dict:
-        headers = {}
-        if ep.api_key_env:
-            headers["Authorization"] = f"Bearer {os.environ.get(ep.api_key_env, '')}"
         r = await self.http(ep.url).post(f"{ep.url.rstrip('/')}/chat/completions", json={**body, "model": ep.model},
-                                   headers=headers, timeout=timeout)
+                                         headers=self._headers(ep), timeout=timeout)
         r.raise_for_status()
         return r.json()
 
-    async def ask(self, member: str, messages: list[dict], tools: list[dict] | None, params: dict,
+    async def _chat_streamed(self, ep: Endpoint, body: dict, timeout: float, times: list | None = None) -> dict:
+        """A local llama.cpp member's answer, read as a stream and returned as one chat.completion.
+        Streamed so that giving up stops the member: llama-cpp-python ends a streamed generation when
+        its client goes away, but runs a plain request to the end. Its stream carries no usage:
+        completion tokens are counted (it sends one chunk per token), prompt tokens are counted by
+        the caller (:class:`finetune.pool.local.PromptCounter`)."""
+        content, calls, finish, tokens = [], {}, "stop", 0
+        async with self.http(ep.url).stream("POST", f"{ep.url.rstrip('/')}/chat/completions",
+                                            json={**body, "model": ep.model, "stream": True},
+                                            headers=self._headers(ep), timeout=timeout) as r:
+            if r.status_code != 200:
+                await r.aread()
+                r.raise_for_status()
+            async for line in r.aiter_lines():
+                if not line.startswith("data: "):
+                    continue
+                if line == "data: [DONE]":
+                    break
+                choice = json.loads(line[6:])["choices"][0]
+                delta = choice.get("delta") or {}
+                if delta.get("content"):
+                    content.append(delta["content"])
+                    tokens += 1
+                for c in delta.get("tool_calls") or []:
+                    slot = calls.setdefault(c.get("index", 0), {"id": None, "type": "function",
+                                                                "function": {"name": "", "arguments": ""}})
+                    f = c.get("function") or {}
+                    slot["id"] = c.get("id") or slot["id"]
+                    slot["function"]["name"] = f.get("name") or slot["function"]["name"]
+                    slot["function"]["arguments"] += f.get("arguments") or ""
+                    tokens += 1
+                if times is not None and (delta.get("content") or delta.get("tool_calls")):
+                    times.append(time.perf_counter())
+                finish = choice.get("finish_reason") or finish
+        message = {"role": "assistant", "content": "".join(content)}
+        if calls:
+            message["tool_calls"] = [calls[i] for i in sorted(calls)]
+        return {"choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                "usage": {"completion_tokens": tokens}}
+
+    async def _ceiling(self, ep: Endpoint, member: str | None) -> int:
+        """Tokens a local member (or the judge) generates within the member timeout, from its decode
+        speed on a short warm-up request, halved for prompt processing and other servers sharing the
+        machine."""
+        times: list[float] = []
+        body = {"messages": [{"role": "user", "content": "Count from 1 to 100, separated by spaces."}],
+                "max_tokens": 32, "temperature": 0.0}
+        timeout = self.manifest.fusion.member_timeout_s
+        try:
+            await asyncio.wait_for(self._chat_streamed(ep, body, timeout, times), timeout)
+        except (TimeoutError, httpx.HTTPError):
+            pass
+        if len(times) < 8:  # too few tokens to time (a very slow server): trust the manifest's settings
+            return next((x.sampling.max_tokens for x in self.manifest.members if x.name == member), 1024)
+        rate = (len(times) - 1) / max(times[-1] - times[0], 1e-6)
+        return max(1, int(rate * timeout / 2))
+
+    async def ask(self, member: str, job: Job, turns: tuple[list[dict], list[dict]] | None = None,
                   round_: int = 0) -> Answer:
-        """One member's answer, never raising: failures are in the status."""
+        """One member's answer, never raising: failures are in the status. ``turns`` (normalised,
+        wire) replaces the job's conversation (debate rounds append to it)."""
         spec = next(x for x in self.manifest.members if x.name == member)
         answer = Answer(member, round=round_)
-        body = {"messages": messages, "temperature": spec.sampling.temperature, "top_p": spec.sampling.top_p,
-                "max_tokens": spec.sampling.max_tokens, **({"stop": spec.sampling.stop} if spec.sampling.stop else {}),
-                **params, "stream": False}
-        if tools:
-            body["tools"] = tools
+        messages, wire = turns or (job.messages, job.wire)
+        streamed = member in self.ceilings
+        body = {"messages": messages if streamed else wire, "temperature": spec.sampling.temperature,
+                "top_p": spec.sampling.top_p, "max_tokens": spec.sampling.max_tokens,
+                **({"stop": spec.sampling.stop} if spec.sampling.stop else {}), **job.params}
+        if streamed:  # never ask a local member for more than it can write within the timeout
+            body["max_tokens"] = min(body["max_tokens"], self.ceilings[member])
+        if job.tools and job.tool_choice != "none":  # "none": the member is not shown the tools at all
+            body["tools"] = job.tools
+            if job.tool_choice is not None:
+                body["tool_choice"] = job.tool_choice
+        if job.schema is not None:  # llama-cpp-python takes the schema in json_object; others the OpenAI form
+            body["response_format"] = ({"type": "json_object", **({"schema": job.schema} if job.schema else {})}
+                                       if streamed else job.response_format)
         timeout = self.manifest.fusion.member_timeout_s
         start = time.perf_counter()
         try:
-            data = await asyncio.wait_for(self._chat(self.endpoints[member], body, timeout), timeout)
-            read_answer(answer, data, self.manifest.tool_call_format, tools)
+            call = self._chat_streamed if streamed else self._chat
+            data = await asyncio.wait_for(call(self.endpoints[member], body, timeout), timeout)
+            if streamed:
+                data["usage"]["prompt_tokens"] = await asyncio.to_thread(self.local.counters[member], body)
+            read_answer(answer, data, self.manifest.tool_call_format, job)
         except (TimeoutError, httpx.TimeoutException):
             answer.status, answer.error = "timeout", f"no answer within {timeout:g} s"
         except asyncio.CancelledError:
-            answer.status, answer.error = "cancelled", "the quorum had answered and the grace period passed"
+            answer.status, answer.error = "cancelled", "the quorum had answered and the grace period passed, " \
+                                                       "or the client went away"
         except httpx.HTTPStatusError as exc:
             answer.status, answer.error = "error", f"HTTP {exc.response.status_code}: {exc.response.text[:200]}"
         except (httpx.HTTPError, OSError) as exc:
@@ -219,24 +364,28 @@ class Pool:
         answer.latency_s = round(time.perf_counter() - start, 4)
         return answer
 
-    async def _round(self, asks: dict[str, tuple[list[dict], int]], tools, params) -> list[Answer]:
-        """Ask members in parallel; stop waiting once the quorum plus grace is reached."""
+    async def _round(self, job: Job, asks: dict[str, tuple[tuple[list[dict], list[dict]] | None, int]]
+                     ) -> list[Answer]:
+        """Ask members in parallel; stop waiting once the quorum plus grace is reached. Cancelled
+        from outside (the client went away), every member call is cancelled too."""
         f = self.manifest.fusion
-        tasks = {asyncio.create_task(self.ask(name, msgs, tools, params, r)): name for name, (msgs, r) in asks.items()}
+        tasks = {asyncio.create_task(self.ask(name, job, turns, r)): name for name, (turns, r) in asks.items()}
         done_answers: list[Answer] = []
         pending = set(tasks)
         deadline = None
-        while pending:
-            timeout = None if deadline is None else max(0.0, deadline - time.perf_counter())
-            done, pending = await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-            done_answers += [t.result() for t in done]
-            if not done:  # grace period over
-                break
-            valid = sum(a.status == "ok" for a in done_answers)
-            if deadline is None and f.early_finish_grace_s and valid >= f.quorum:
-                deadline = time.perf_counter() + f.early_finish_grace_s
-        for t in pending:
-            t.cancel()
+        try:
+            while pending:
+                timeout = None if deadline is None else max(0.0, deadline - time.perf_counter())
+                done, pending = await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                done_answers += [t.result() for t in done]
+                if not done:  # grace period over
+                    break
+                valid = sum(a.status == "ok" for a in done_answers)
+                if deadline is None and f.early_finish_grace_s and valid >= f.quorum:
+                    deadline = time.perf_counter() + f.early_finish_grace_s
+        finally:
+            for t in pending:
+                t.cancel()
         for t in pending:
             try:
                 done_answers.append(await t)  # ask() turns the cancellation into a "cancelled" answer
@@ -275,12 +424,16 @@ class Pool:
         return next(x.cost for x in self.manifest.members if x.name == member)
 
     async def _generate(self, messages: list[dict], record: dict, max_tokens: int = 256) -> str | None:
+        """The generative judge's text; a local judge is bounded and streamed like a local member."""
+        timeout = self.manifest.fusion.member_timeout_s
+        local = "judge" in self.ceilings
+        body = {"messages": messages, "temperature": 0.0,
+                "max_tokens": min(max_tokens, self.ceilings["judge"]) if local else max_tokens}
         try:
-            data = await self._chat(self.judge_endpoint, {"messages": messages, "temperature": 0.0,
-                                                          "max_tokens": max_tokens},
-                                    self.manifest.fusion.member_timeout_s)
+            call = self._chat_streamed if local else self._chat
+            data = await asyncio.wait_for(call(self.judge_endpoint, body, timeout), timeout)
             return data["choices"][0]["message"]["content"] or ""
-        except (httpx.HTTPError, KeyError, IndexError, TypeError, ValueError) as exc:
+        except (TimeoutError, httpx.HTTPError, KeyError, IndexError, TypeError, ValueError) as exc:
             record["error"] = f"{type(exc).__name__}: {exc}"
             return None
 
@@ -303,25 +456,26 @@ class Pool:
 
     # -- one request ------------------------------------------------------------------------------
 
-    async def complete(self, messages: list[dict], tools: list[dict] | None = None, **params) -> dict:
+    async def complete(self, job: Job) -> dict:
         """The fused answer as an OpenAI chat.completion with a ``fusion`` record (see the module
         docstring); raises :class:`QuorumError` when too few members gave a usable answer."""
         m, f = self.manifest, self.manifest.fusion
-        if tools and m.tool_call_format == "none":
+        if job.tools and m.tool_call_format == "none":
             raise FinetuneError(f"pool {m.name} was built with `tools: false`; it answers without tools")
         start = time.perf_counter()
-        names = [x.name for x in m.members]
-        answers = await self._round({n: (messages, 0) for n in names}, tools, params)
+        answers = await self._round(job, {x.name: (None, 0) for x in m.members})
         history = list(answers)
         if f.mode == "debate":
             for r in range(1, f.debate_rounds + 1):
                 latest = {a.member: a for a in answers if a.status == "ok"}
                 if len(latest) < 2:
                     break
-                asks = {n: (messages + [{"role": "assistant", "content": a.content or json.dumps(a.tool_calls)},
-                                        {"role": "user", "content": _debate_prompt(n, latest)}], r)
-                        for n, a in latest.items()}
-                revised = await self._round(asks, tools, params)
+                asks = {}
+                for n, a in latest.items():
+                    more = [{"role": "assistant", "content": a.content or json.dumps(a.tool_calls)},
+                            {"role": "user", "content": _debate_prompt(n, latest)}]
+                    asks[n] = ((job.messages + more, job.wire + more), r)
+                revised = await self._round(job, asks)
                 history += revised
                 answers = [next((x for x in revised if x.member == a.member and x.status == "ok"), a)
                            for a in answers]
@@ -333,34 +487,39 @@ class Pool:
                 f"{a.member}: {a.status}" + (f" ({a.error})" if a.error else "") for a in answers
                 if a.status != "ok"), record)
         record["below_quorum"] = len(valid) < f.quorum
-        if f.mode == "merge" and not any(a.tool_calls for a in valid) and len(valid) > 1:
-            text, record["judge"] = await self._merge(messages, tools, valid)
+        free_text = not any(a.tool_calls for a in valid) and job.schema is None
+        if f.mode == "merge" and free_text and len(valid) > 1:
+            text, record["judge"] = await self._merge(job.messages, job.tools, valid)
             if text is not None:
-                message, winner = {"role": "assistant", "content": text}, "merged"
+                message, winner, finish = {"role": "assistant", "content": text}, "merged", "stop"
             else:
                 record["judge"]["fallback"] = "the merge failed; the cheapest valid answer was taken"
                 best = min(valid, key=lambda a: self._cost(a.member))
-                message, winner = message_of(best), best.member
+                message, winner, finish = message_of(best), best.member, best.finish_reason
         else:
             if f.mode == "merge" and len(valid) > 1:
-                record["merge_skipped"] = "tool-call answers are chosen, never merged"
+                record["merge_skipped"] = ("tool-call answers are chosen, never merged" if job.schema is None
+                                           else "answers in a response_format are chosen, never merged")
             if len(valid) == 1:
                 index, record["judge"] = 0, {"kind": m.judge.kind, "skipped": "one valid answer"}
             else:
-                index, record["judge"] = await self._pick(messages, tools, valid)
-            message, winner = message_of(valid[index]), valid[index].member
+                index, record["judge"] = await self._pick(job.messages, job.tools, valid)
+            message, winner, finish = message_of(valid[index]), valid[index].member, valid[index].finish_reason
         record["winner"] = winner
         record["total_latency_s"] = round(time.perf_counter() - start, 4)
-        usage = {k: sum(int(a.usage.get(k) or 0) for a in history) for k in
-                 ("prompt_tokens", "completion_tokens", "total_tokens")}
-        return {**completion(m.name, message, usage), "fusion": record}
+        usage = {k: sum(int(a.usage.get(k) or 0) for a in history) for k in ("prompt_tokens", "completion_tokens")}
+        return {**completion(m.name, message, usage, finish), "fusion": record}
 
 
-def completion(model: str, message: dict, usage: dict) -> dict:
-    """An OpenAI chat.completion around one assistant message."""
+def completion(model: str, message: dict, usage: dict, finish_reason: str = "stop") -> dict:
+    """An OpenAI chat.completion around one assistant message; ``finish_reason`` is ``tool_calls``
+    whenever the message calls tools, and usage always has its three counts."""
+    usage = {"prompt_tokens": int(usage.get("prompt_tokens") or 0),
+             "completion_tokens": int(usage.get("completion_tokens") or 0)}
+    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
     return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-            "model": model, "choices": [{"index": 0, "message": message,
-                                         "finish_reason": "tool_calls" if message.get("tool_calls") else "stop"}],
+            "model": model, "choices": [{"index": 0, "message": message, "logprobs": None,
+                                         "finish_reason": "tool_calls" if message.get("tool_calls") else finish_reason}],
             "usage": usage}
 
 
@@ -383,16 +542,3 @@ def _debate_prompt(me: str, latest: dict[str, Answer]) -> str:
                          for n, a in latest.items() if n != me)
     return (f"Other assistants answered the same request:\n\n{others}\n\nIf they show a mistake in your answer, "
             "give a corrected answer; otherwise give your answer again. Reply with the answer only.")
-
-
-def check_messages(body: dict) -> tuple[list[dict], list[dict] | None]:
-    """The request's messages and tools, or FinetuneError saying what is wrong."""
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages or not all(
-            isinstance(x, dict) and isinstance(x.get("role"), str) for x in messages):
-        raise FinetuneError("`messages` must be a non-empty list of {role, content} objects")
-    tools = body.get("tools")
-    if tools is not None and (not isinstance(tools, list) or not all(
-            isinstance(t, dict) and isinstance((t.get("function") or {}).get("name"), str) for t in tools)):
-        raise FinetuneError("`tools` must be a list of {type: function, function: {name, parameters}} objects")
-    return messages, tools

@@ -35,3 +35,19 @@ def test_rendered_calls_parse_back(template, model, content, tokenizers):
 def test_plain_answers_have_no_calls():
     for spec in TEMPLATES.values():
         assert spec.parse("Just text.\nOn two lines.") == ("Just text.\nOn two lines.", [])
+
+
+@pytest.mark.parametrize("template,model", [("llama3", "bpe-llama3"), ("llama4", "bpe-llama4"), ("hermes", "spm-hermes")])
+def test_wire_form_arguments_render_like_parsed_ones(template, model, tokenizers):
+    """OpenAI clients send arguments as a JSON string (what a server's chat template receives in an
+    agent loop); rendered verbatim, not quoted a second time, they give the text the model was trained on."""
+    import json
+
+    tok = tokenizers[model]
+
+    def rendered(arguments):
+        calls = [{"id": "c0", "type": "function", "function": {"name": "read_file", "arguments": arguments}}]
+        return tok.apply_chat_template([{"role": "user", "content": "go"},
+                                        {"role": "assistant", "content": "", "tool_calls": calls}], tokenize=False)
+    args = CALLS[0]["arguments"]
+    assert rendered(json.dumps(args, ensure_ascii=False)) == rendered(args)

@@ -4,6 +4,7 @@ reward-model judge run folder, built once per session."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,24 @@ def artifacts(models, tmp_path_factory) -> Path:
            root / "lora-export", **quiet)
     minilm_judge(root)
     return root
+
+
+def tiny_pool(artifacts: Path, tmp_path: Path, max_tokens: int, **fusion) -> tuple[Path, dict]:
+    """A built pool of real llama.cpp members from the tiny exports (a merged GGUF member and a base
+    GGUF + GGUF LoRA member) with the MiniLM reward judge: its manifest path and content."""
+    from finetune.config import recipe_from_tree
+    from finetune.pool.build import PoolSpec, build_pool
+
+    root = tmp_path / "artifacts"
+    shutil.copytree(artifacts, root, ignore=shutil.ignore_patterns("*-adapter", "minilm"))
+    spec = recipe_from_tree({
+        "name": "tiny-pool", "judge": {"run": str(root / "judge")},
+        "members": [{"name": "coder", "export": str(root / "coder-export"), "sampling": {"max_tokens": max_tokens}},
+                    {"name": "coder-lora", "base": str(root / "base-export"), "adapter": str(root / "lora-export"),
+                     "sampling": {"max_tokens": max_tokens}}],
+        "fusion": {"mode": "best_of", **fusion}}, "test", PoolSpec)
+    path = tmp_path / "pool" / "manifest.json"
+    return path, build_pool(spec, path).model_dump()
 
 
 def minilm_judge(root: Path) -> Path:

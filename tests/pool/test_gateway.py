@@ -52,27 +52,35 @@ def write_manifest(path: Path, members: dict, judge=None, reward_run: Path | Non
 
 
 @contextmanager
-def gateway(manifest: Path, **kw):
+def serving(manifest: Path, **kw):
+    """The gateway on a free port, in a thread: yields its URL and its Pool."""
     import uvicorn
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(Pool(manifest), **kw), host="127.0.0.1", port=port,
+    pool = Pool(manifest)
+    server = uvicorn.Server(uvicorn.Config(create_app(pool, **kw), host="127.0.0.1", port=port,
                                            log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.time() + 120
+    deadline = time.time() + 180
     while not server.started:
         assert thread.is_alive() and time.time() < deadline, "gateway did not start"
         time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", pool
     finally:
         server.should_exit = True
         thread.join(timeout=60)
 
 
+@contextmanager
+def gateway(manifest: Path, **kw):
+    with serving(manifest, **kw) as (url, _pool):
+        yield url
+
+
 def _post(url, body, **kw):
-    return httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60, **kw)
+    return httpx.post(f"{url}/v1/chat/completions", json={"model": "pool", **body}, timeout=60, **kw)
 
 
 @pytest.fixture()
@@ -200,7 +208,7 @@ def test_streaming_sends_the_fused_answer_as_sse(stubs, tmp_path):
     a = stubs(content="x" * 150)
     judge = stubs(content='{"winner": "A"}')
     with gateway(write_manifest(tmp_path / "m.json", {"a": a}, judge)) as url:
-        with httpx.stream("POST", f"{url}/v1/chat/completions", json={"messages": ASK, "stream": True},
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json={"model": "pool", "messages": ASK, "stream": True},
                           timeout=30) as r:
             assert r.headers["content-type"].startswith("text/event-stream")
             events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
@@ -209,6 +217,7 @@ def test_streaming_sends_the_fused_answer_as_sse(stubs, tmp_path):
     assert all(c["object"] == "chat.completion.chunk" for c in chunks)
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == "x" * 150
     assert chunks[-1]["choices"][0]["finish_reason"] == "stop" and chunks[-1]["fusion"]["winner"] == "a"
+    assert chunks[-1]["usage"] == {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
 
 
 def test_key_limits_unknown_models_and_the_key_never_logged(stubs, tmp_path, caplog, monkeypatch):
@@ -275,7 +284,7 @@ def test_200_concurrent_requests_with_a_member_down(stubs, tmp_path):
     async def burst(url, n):
         async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=n)) as client:
             return await asyncio.gather(*(client.post(f"{url}/v1/chat/completions", json={
-                "messages": [{"role": "user", "content": f"question {i}"}]}) for i in range(n)))
+                "model": "pool", "messages": [{"role": "user", "content": f"question {i}"}]}) for i in range(n)))
 
     # Stubs, gateway and clients share this process (and its GIL) on 2 cores: a generous member
     # timeout keeps the slowest stub in; what is tested is that every request is answered.

@@ -5,30 +5,19 @@ MiniLM reward judge) and answers through the HTTP API in each fusion mode."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import httpx
 import pytest
 
-from finetune.config import recipe_from_tree
 from finetune.judge.generative import SYSTEM
-from finetune.pool.build import PoolSpec, build_pool
+from tests.pool.conftest import tiny_pool
 from tests.pool.test_gateway import gateway
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["best_of", "merge", "debate"])
 def test_each_mode_through_real_llamacpp_servers(mode, artifacts, tmp_path):
-    root = tmp_path / "artifacts"
-    shutil.copytree(artifacts, root, ignore=shutil.ignore_patterns("*-adapter", "minilm"))
-    spec = recipe_from_tree({
-        "name": "tiny-pool", "judge": {"run": str(root / "judge")},
-        "members": [{"name": "coder", "export": str(root / "coder-export"), "sampling": {"max_tokens": 12}},
-                    {"name": "coder-lora", "base": str(root / "base-export"), "adapter": str(root / "lora-export"),
-                     "sampling": {"max_tokens": 12}}],
-        "fusion": {"mode": "best_of", "quorum": 2, "member_timeout_s": 60}}, "test", PoolSpec)
-    path = tmp_path / "pool" / "manifest.json"
-    manifest = build_pool(spec, path).model_dump()
+    path, manifest = tiny_pool(artifacts, tmp_path, max_tokens=12, quorum=2, member_timeout_s=60)
     if mode != "best_of":  # merge needs a generative judge: the tiny merged GGUF plays one
         gguf = next(a for a in manifest["members"][0]["artifacts"] if a["format"] == "gguf-q8_0")
         manifest["judge"] = {"kind": "generative", "max_length": 1024, "artifacts": [gguf],
@@ -41,7 +30,7 @@ def test_each_mode_through_real_llamacpp_servers(mode, artifacts, tmp_path):
         r = httpx.post(f"{url}/v1/chat/completions", timeout=120, json={
             "model": "tiny-pool", "max_tokens": 12, "temperature": 0,
             "messages": [{"role": "user", "content": "Write a Python function that reverses a list."}]})
-    assert health == {"status": "ok", "quorum": 2, "members": {"coder": "up", "coder-lora": "up"}}
+    assert health == {"status": "ok", "quorum": 2, "members": {"coder": "up", "coder-lora": "up"}, "restarts": {}}
     assert r.status_code == 200, r.text
     out = r.json()
     f = out["fusion"]

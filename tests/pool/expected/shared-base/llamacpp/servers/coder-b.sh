@@ -8,4 +8,5 @@ exec "${PYTHON:-python}" \
   --model_alias coder-b \
   --host 127.0.0.1 \
   --port 8102 \
-  --n_ctx 4096
+  --n_ctx 4096 \
+  --interrupt_requests false

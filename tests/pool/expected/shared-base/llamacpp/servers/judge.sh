@@ -7,4 +7,5 @@ exec "${PYTHON:-python}" \
   --model_alias judge \
   --host 127.0.0.1 \
   --port 8103 \
-  --n_ctx 2048
+  --n_ctx 2048 \
+  --interrupt_requests false
