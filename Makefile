@@ -9,8 +9,9 @@ STAMP := $(VENV)/.installed
 # -march=native build segfaults on quantized GGUFs on AVX-512/AMX Xeons; this portable set does not.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-# One request through the demo pool (one line: a backslash-newline would end up inside the JSON).
-DEMO_REQUEST := {"model": "demo-pool", "max_tokens": 16, "messages": [{"role": "user", "content": "Write a Python function that reverses a list."}]}
+# One request through the demo pool (one line: a backslash-newline would end up inside the JSON):
+# the second step of an agent loop, with the first step's tool call and its result in the history.
+DEMO_REQUEST := {"model": "demo-pool", "max_tokens": 16, "tools": [{"type": "function", "function": {"name": "read_file", "parameters": {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}}}], "messages": [{"role": "developer", "content": "You are a coding agent."}, {"role": "user", "content": "Reverse the list in utils.py."}, {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "read_file", "arguments": "{\"path\": \"utils.py\"}"}}]}, {"role": "tool", "tool_call_id": "call_1", "content": "def rev(xs): ..."}]}
 
 .PHONY: install demo test lint clean
 
