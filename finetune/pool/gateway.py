@@ -10,7 +10,8 @@ Routes:
   as server-sent events (``chat.completion.chunk``; usage and the ``fusion`` record on the last
   chunk, or on a chunk of their own after it with ``stream_options.include_usage``; then ``[DONE]``).
 * ``GET /v1/models`` and ``GET /v1/models/{id}``: the pool and each member.
-* ``GET /healthz``: each member's state (its server's ``/v1/models`` within 2 s).
+* ``GET /healthz``: each member's state: a local llama.cpp member's process and port, an endpoint
+  member's ``/v1/models`` within 2 s.
 * ``GET /metrics``: Prometheus text (requests by status, member latency and failures, judge time).
 * ``POST /v1/responses``: not served; the 404 says how to point a Responses-API client (the OpenAI
   Agents SDK) at chat completions.
@@ -215,6 +216,8 @@ def create_app(pool: Pool, api_key: str | None = None, max_body_bytes: int = 1 <
     @app.get("/healthz")
     async def healthz():
         async def probe(name, ep):
+            if pool.local is not None and name in pool.local.serving:
+                return name, await pool.local.state(name)
             try:
                 r = await pool.http(ep.url).get(f"{ep.url.rstrip('/')}/models", timeout=2.0)
                 return name, "up" if r.status_code == 200 else f"HTTP {r.status_code}"

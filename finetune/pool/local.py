@@ -11,6 +11,7 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -68,6 +69,7 @@ class LocalServers:
         self.counters: dict[str, PromptCounter] = {}  # member (or "judge") -> its prompt counter
         self.restarts: dict[str, int] = {}  # server name -> times started again
         self.next_try: dict[str, float] = {}  # server name -> earliest time for the next restart
+        self.serving: dict[str, int] = {}  # member (or "judge") -> index of its server in procs
 
     def _spawn(self, argv: list[str]) -> subprocess.Popen:
         return subprocess.Popen(argv, cwd=self.here, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -90,6 +92,7 @@ class LocalServers:
                 for who, model in server.serves.items():
                     endpoints[who] = Endpoint(url=f"http://127.0.0.1:{port}/v1", model=model)
                     self.counters[who] = counter
+                    self.serving[who] = len(self.procs) - 1
                 deadline = time.time() + START_TIMEOUT_S
                 while True:
                     if proc.poll() is not None:
@@ -121,6 +124,22 @@ class LocalServers:
             self.procs[i] = self._spawn(argv)
             started.append(name)
         return started
+
+    async def state(self, who: str) -> str:
+        """``up`` when the server's process runs and its port takes connections. Not its HTTP API:
+        llama-cpp-python answers even ``/v1/models`` only between generations, so a busy server
+        would look dead."""
+        i = self.serving[who]
+        if self.procs[i].poll() is not None:
+            return f"down (exited {self.procs[i].returncode})"
+        argv = self.commands[i][1]
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", int(argv[argv.index("--port") + 1])),
+                                               2.0)
+        except (OSError, TimeoutError) as exc:
+            return f"down ({type(exc).__name__})"
+        writer.close()
+        return "up"
 
     def stop(self) -> None:
         for p in self.procs:
