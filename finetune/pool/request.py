@@ -29,11 +29,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 TOOL_NAME = r"^[A-Za-z0-9_.:-]{1,64}$"
-# What the pool refuses, and why (the rest of the schema it honours; see the README).
+# What the pool refuses, and why (the rest of the schema it honours; see the README). n and logprobs
+# are fields of the schema, checked by value; the others are not in it at all.
 REFUSED = {
     "n": "the pool returns one fused answer per request; send n=1 (or several requests)",
     "logprobs": "a fused answer is chosen or merged from several models, so its token log-probabilities are not defined",
-    "top_logprobs": "a fused answer is chosen or merged from several models, so its token log-probabilities are not defined",
     "logit_bias": "token ids differ between members; the pool cannot apply a logit bias",
     "functions": "the legacy `functions` field is not supported; send `tools`",
     "function_call": "the legacy `function_call` field is not supported; send `tool_choice`",
