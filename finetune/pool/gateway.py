@@ -189,6 +189,10 @@ def create_app(pool: Pool, api_key: str | None = None, max_body_bytes: int = 1 <
 
     app.add_middleware(Guard, api_key=api_key, max_body_bytes=max_body_bytes)
 
+    def unknown(model: str) -> JSONResponse:
+        return _error(404, f"no model {model!r}; this gateway serves {m.name!r} and its members "
+                           f"{sorted(pool.endpoints)}", "invalid_request_error", code="model_not_found")
+
     def card(name: str, owner: str) -> dict:
         return {"id": name, "object": "model", "created": created, "owned_by": owner}
 
@@ -203,8 +207,7 @@ def create_app(pool: Pool, api_key: str | None = None, max_body_bytes: int = 1 <
             return card(m.name, "finetune-pool")
         if model_id in pool.endpoints:
             return card(model_id, "finetune-pool-member")
-        return _error(404, f"no model {model_id!r}; this gateway serves {m.name!r} and its members "
-                           f"{sorted(pool.endpoints)}", "invalid_request_error", code="model_not_found")
+        return unknown(model_id)
 
     @app.post("/v1/responses")
     async def responses():
@@ -250,8 +253,7 @@ def create_app(pool: Pool, api_key: str | None = None, max_body_bytes: int = 1 <
             return bad("-", exc.problems)
         model = job.model
         if model != m.name and model not in pool.endpoints:
-            return _error(404, f"no model {model!r}; this gateway serves {m.name!r} and its members "
-                               f"{sorted(pool.endpoints)}", "invalid_request_error", code="model_not_found")
+            return unknown(model)
         limit = min(max_tokens_limit, pool.max_tokens_limit or max_tokens_limit)
         if job.max_tokens is not None and job.max_tokens > limit:
             why = "" if limit == max_tokens_limit else (

@@ -202,7 +202,7 @@ class Job:
         return self.params.get("max_tokens")
 
 
-_BRANCHES = {"str", "int", "float", "bool", "TextPart", "NamedToolChoice"}
+_BRANCHES = {"str", "NamedToolChoice"}  # union branch labels without brackets
 
 
 def _where(loc: tuple) -> str:
@@ -230,8 +230,8 @@ def _problems(exc: ValidationError) -> list[str]:
         elif e["type"] == "union_tag_invalid":
             path, message = f"{path}.{e['ctx']['discriminator'].strip(chr(39))}", \
                 f"{e['ctx']['tag']!r} is not one of {e['ctx']['expected_tags']}"
-        elif e["type"] == "json_invalid":
-            message = f"not valid JSON ({e['ctx'].get('error', e['msg']) if e.get('ctx') else e['msg']})"
+        elif e["type"] == "model_type":  # pydantic names the class; the client sent JSON
+            message = "Input should be an object"
         else:
             message = e["msg"].removeprefix("Value error, ")
         if path not in seen:  # a union reports one error per alternative: the first says enough
@@ -327,7 +327,7 @@ def parse_request(raw: bytes) -> Job:
     if where:
         raise BadRequest([f"{where}: text with a lone UTF-16 surrogate (not encodable as UTF-8)"])
     try:
-        req = ChatRequest.model_validate_json(raw)  # JSON mode: strict types, objects for nested models
+        req = ChatRequest.model_validate(body)
     except ValidationError as exc:
         raise BadRequest(_problems(exc)) from None
     problems = _conversation_problems(req)

@@ -322,6 +322,16 @@ class Pool:
         rate = (len(times) - 1) / max(times[-1] - times[0], 1e-6)
         return max(1, int(rate * timeout / 2))
 
+    async def _send(self, who: str, ep: Endpoint, body: dict) -> dict:
+        """One chat call within the member timeout. A local server (member or judge) is streamed, so
+        that giving up stops it, and asked for no more tokens than it writes within the timeout; any
+        other server gets a plain request."""
+        timeout = self.manifest.fusion.member_timeout_s
+        if who not in self.ceilings:
+            return await asyncio.wait_for(self._chat(ep, body, timeout), timeout)
+        body["max_tokens"] = min(body["max_tokens"], self.ceilings[who])
+        return await asyncio.wait_for(self._chat_streamed(ep, body, timeout), timeout)
+
     async def ask(self, member: str, job: Job, turns: tuple[list[dict], list[dict]] | None = None,
                   round_: int = 0) -> Answer:
         """One member's answer, never raising: failures are in the status. ``turns`` (normalised,
@@ -333,8 +343,6 @@ class Pool:
         body = {"messages": messages if streamed else wire, "temperature": spec.sampling.temperature,
                 "top_p": spec.sampling.top_p, "max_tokens": spec.sampling.max_tokens,
                 **({"stop": spec.sampling.stop} if spec.sampling.stop else {}), **job.params}
-        if streamed:  # never ask a local member for more than it can write within the timeout
-            body["max_tokens"] = min(body["max_tokens"], self.ceilings[member])
         if job.tools and job.tool_choice != "none":  # "none": the member is not shown the tools at all
             body["tools"] = job.tools
             if job.tool_choice is not None:
@@ -345,8 +353,7 @@ class Pool:
         timeout = self.manifest.fusion.member_timeout_s
         start = time.perf_counter()
         try:
-            call = self._chat_streamed if streamed else self._chat
-            data = await asyncio.wait_for(call(self.endpoints[member], body, timeout), timeout)
+            data = await self._send(member, self.endpoints[member], body)
             if streamed:
                 data["usage"]["prompt_tokens"] = await asyncio.to_thread(self.local.counters[member], body)
             read_answer(answer, data, self.manifest.tool_call_format, job)
@@ -425,13 +432,9 @@ class Pool:
 
     async def _generate(self, messages: list[dict], record: dict, max_tokens: int = 256) -> str | None:
         """The generative judge's text; a local judge is bounded and streamed like a local member."""
-        timeout = self.manifest.fusion.member_timeout_s
-        local = "judge" in self.ceilings
-        body = {"messages": messages, "temperature": 0.0,
-                "max_tokens": min(max_tokens, self.ceilings["judge"]) if local else max_tokens}
         try:
-            call = self._chat_streamed if local else self._chat
-            data = await asyncio.wait_for(call(self.judge_endpoint, body, timeout), timeout)
+            data = await self._send("judge", self.judge_endpoint,
+                                    {"messages": messages, "temperature": 0.0, "max_tokens": max_tokens})
             return data["choices"][0]["message"]["content"] or ""
         except (TimeoutError, httpx.HTTPError, KeyError, IndexError, TypeError, ValueError) as exc:
             record["error"] = f"{type(exc).__name__}: {exc}"

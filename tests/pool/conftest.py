@@ -46,6 +46,15 @@ def tiny_pool(artifacts: Path, tmp_path: Path, max_tokens: int, **fusion) -> tup
     return path, build_pool(spec, path).model_dump()
 
 
+def generative_judge(gguf: dict, max_length: int) -> dict:
+    """A manifest judge entry that serves a member's GGUF artifact as the generative judge."""
+    from finetune.judge.generative import SYSTEM
+
+    return {"kind": "generative", "max_length": max_length, "artifacts": [gguf],
+            "templates": {"system": SYSTEM, "task": "Task:\n{task}", "candidate": "Candidate {letter}:\n{answer}",
+                          "merge": "Write one answer from the candidates."}}
+
+
 def minilm_judge(root: Path) -> Path:
     """root/judge: a reward-model judge run folder as `finetune judge train` leaves it (training is
     tested in tests/judge; a pool only needs the folder): a one-output MiniLM classifier, judge.json."""

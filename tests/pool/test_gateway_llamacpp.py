@@ -9,8 +9,7 @@ import json
 import httpx
 import pytest
 
-from finetune.judge.generative import SYSTEM
-from tests.pool.conftest import tiny_pool
+from tests.pool.conftest import generative_judge, tiny_pool
 from tests.pool.test_gateway import gateway
 
 
@@ -20,9 +19,7 @@ def test_each_mode_through_real_llamacpp_servers(mode, artifacts, tmp_path):
     path, manifest = tiny_pool(artifacts, tmp_path, max_tokens=12, quorum=2, member_timeout_s=60)
     if mode != "best_of":  # merge needs a generative judge: the tiny merged GGUF plays one
         gguf = next(a for a in manifest["members"][0]["artifacts"] if a["format"] == "gguf-q8_0")
-        manifest["judge"] = {"kind": "generative", "max_length": 1024, "artifacts": [gguf],
-                             "templates": {"system": SYSTEM, "task": "Task:\n{task}",
-                                           "candidate": "Candidate {letter}:\n{answer}", "merge": "Merge them."}}
+        manifest["judge"] = generative_judge(gguf, max_length=1024)
     manifest["fusion"]["mode"] = mode
     path.write_text(json.dumps(manifest))
     with gateway(path) as url:

@@ -23,9 +23,8 @@ import pytest
 from pydantic import BaseModel
 
 from finetune.config import recipe_from_tree
-from finetune.judge.generative import SYSTEM
 from finetune.pool.build import PoolSpec, build_pool
-from tests.pool.conftest import minilm_judge, tiny_pool
+from tests.pool.conftest import generative_judge, minilm_judge, tiny_pool
 from tests.pool.stubs import Stub
 from tests.pool.test_gateway import gateway, serving, write_manifest
 
@@ -64,11 +63,7 @@ def smol_pool(root, path, mode: str, member_timeout_s: float = 60.0):
         "fusion": {"mode": "best_of", "quorum": 1, "member_timeout_s": member_timeout_s}}, "test", PoolSpec)
     manifest = build_pool(spec, path).model_dump()
     if mode != "best_of":
-        manifest["judge"] = {"kind": "generative", "max_length": 2048,
-                             "artifacts": manifest["members"][0]["artifacts"],
-                             "templates": {"system": SYSTEM, "task": "Task:\n{task}",
-                                           "candidate": "Candidate {letter}:\n{answer}",
-                                           "merge": "Write one answer from the candidates."}}
+        manifest["judge"] = generative_judge(manifest["members"][0]["artifacts"][0], max_length=2048)
     manifest["fusion"]["mode"] = mode
     path.write_text(json.dumps(manifest))
     return path
