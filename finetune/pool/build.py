@@ -75,6 +75,8 @@ class MemberSpec(_Strict):
     context_length: int | None = Field(default=None, ge=16, description="Override (needed for endpoints).")
     sampling: Sampling = Field(default_factory=Sampling)
     cost: float = Field(default=1.0, gt=0.0, description="Relative cost of one call.")
+    samples: int = Field(default=1, ge=1, le=8, description="Self-fusion: answers drawn from this member per "
+                                                            "request (seeds 1..N), judged with the others.")
 
     @model_validator(mode="after")
     def _one_kind(self):
@@ -85,6 +87,9 @@ class MemberSpec(_Strict):
                              f"(got {kinds or 'none'})")
         if bool(self.base) != bool(self.adapter):
             raise ValueError(f"member {self.name!r}: base and adapter go together")
+        if self.samples > 1 and self.sampling.temperature == 0:
+            raise ValueError(f"member {self.name!r}: samples {self.samples} at temperature 0 are one answer "
+                             "N times; set sampling.temperature above 0")
         return self
 
 
@@ -222,7 +227,7 @@ def _member(spec: MemberSpec, manifest_dir: Path, bases: dict[str, Base]) -> Mem
         raise FinetuneError(f"{where}: context length unknown; set `context_length:` for this member")
     return Member(name=spec.name, artifacts=artifacts, base=base_name, adapters=adapters, endpoint=spec.endpoint,
                   chat_template=template, tool_call_format=fmt, context_length=int(length), sampling=spec.sampling,
-                  cost=spec.cost, source={"export": spec.export, "base": spec.base, "adapter": spec.adapter})
+                  cost=spec.cost, samples=spec.samples, source={"export": spec.export, "base": spec.base, "adapter": spec.adapter})
 
 
 def _judge(spec: JudgeSpec, manifest_dir: Path) -> Judge:

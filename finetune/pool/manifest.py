@@ -100,6 +100,9 @@ class Member(_Strict):
     context_length: int = Field(ge=16, description="Longest context, in tokens.")
     sampling: Sampling = Field(default_factory=Sampling, description="Defaults when a request sets none.")
     cost: float = Field(default=1.0, gt=0.0, description="Relative cost of one call (for budgets and reports).")
+    samples: int = Field(default=1, ge=1, le=8, description="Self-fusion: answers drawn from this member for "
+                         "each request (seeds 1..N at `sampling.temperature`, which must then be above 0; a "
+                         "request's temperature and seed do not apply), each a candidate named `NAME#k`.")
     source: dict[str, str | None] = Field(default_factory=dict, description="Provenance: run, base model, method.")
 
     @model_validator(mode="after")
@@ -109,6 +112,9 @@ class Member(_Strict):
                              "or an endpoint")
         if bool(self.base) != bool(self.adapters):
             raise ValueError(f"member {self.name!r}: `base` and `adapters` go together")
+        if self.samples > 1 and self.sampling.temperature == 0:
+            raise ValueError(f"member {self.name!r}: samples {self.samples} at temperature 0 are one answer "
+                             "N times; set sampling.temperature above 0")
         bad = [a.format for a in self.adapters if a.format not in ("adapter", "gguf-lora")]
         if bad:
             raise ValueError(f"member {self.name!r}: adapters must be `adapter` or `gguf-lora`, not {bad}")
@@ -171,10 +177,13 @@ class Manifest(_Strict):
         formats = {m.name: m.tool_call_format for m in self.members}
         if self.tool_call_format != "none" and set(formats.values()) != {self.tool_call_format}:
             raise ValueError(f"every member must serve tool calls as {self.tool_call_format!r}: {formats}")
-        if self.fusion.quorum > len(self.members):
-            raise ValueError(f"fusion.quorum {self.fusion.quorum} exceeds the {len(self.members)} member(s)")
-        if self.judge.kind == "generative" and len(self.members) > 8:
-            raise ValueError("a generative judge reads at most 8 candidates (A-H); use a reward-model judge")
+        candidates = sum(m.samples for m in self.members)
+        if self.fusion.quorum > candidates:
+            raise ValueError(f"fusion.quorum {self.fusion.quorum} exceeds the {candidates} member answer(s) a "
+                             "request gets (each of a member's samples counts)")
+        if self.judge.kind == "generative" and sum(m.samples for m in self.members) > 8:
+            raise ValueError("a generative judge reads at most 8 candidates (A-H; a member's samples each "
+                             "count); use a reward-model judge")
         if self.fusion.mode == "merge" and self.judge.kind != "generative":
             raise ValueError("fusion.mode merge needs a generative judge (a reward model can only pick)")
         return self

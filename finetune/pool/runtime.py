@@ -175,9 +175,11 @@ def as_judged(answer: Answer) -> list[dict]:
 class Pool:
     """A running fusion pool (see the module docstring)."""
 
-    def __init__(self, manifest_path: Path):
+    def __init__(self, manifest_path: Path, manifest: Manifest | None = None):
+        """``manifest`` replaces the file's content (a variant of it: another mode, fewer members);
+        paths stay relative to ``manifest_path``'s folder."""
         self.manifest_path = Path(manifest_path)
-        self.manifest: Manifest = load_manifest(self.manifest_path)
+        self.manifest: Manifest = manifest or load_manifest(self.manifest_path)
         self.clients: dict[str, httpx.AsyncClient] = {}
         self.endpoints: dict[str, Endpoint] = {m.name: m.endpoint for m in self.manifest.members if m.endpoint}
         self.judge_endpoint = self.manifest.judge.endpoint
@@ -332,17 +334,27 @@ class Pool:
         body["max_tokens"] = min(body["max_tokens"], self.ceilings[who])
         return await asyncio.wait_for(self._chat_streamed(ep, body, timeout), timeout)
 
-    async def ask(self, member: str, job: Job, turns: tuple[list[dict], list[dict]] | None = None,
+    def candidates(self) -> list[str]:
+        """The answers each request asks for: every member, and ``NAME#k`` for each of the ``samples``
+        of a self-fusion member."""
+        return [x.name if x.samples == 1 else f"{x.name}#{k}" for x in self.manifest.members
+                for k in range(1, x.samples + 1)]
+
+    async def ask(self, candidate: str, job: Job, turns: tuple[list[dict], list[dict]] | None = None,
                   round_: int = 0) -> Answer:
-        """One member's answer, never raising: failures are in the status. ``turns`` (normalised,
-        wire) replaces the job's conversation (debate rounds append to it)."""
+        """One member's answer (``candidate`` is a member's name, or ``NAME#k`` for its k-th sample),
+        never raising: failures are in the status. ``turns`` (normalised, wire) replaces the job's
+        conversation (debate rounds append to it)."""
+        member, _, sample = candidate.partition("#")
         spec = next(x for x in self.manifest.members if x.name == member)
-        answer = Answer(member, round=round_)
+        answer = Answer(candidate, round=round_)
         messages, wire = turns or (job.messages, job.wire)
         streamed = member in self.ceilings
         body = {"messages": messages if streamed else wire, "temperature": spec.sampling.temperature,
                 "top_p": spec.sampling.top_p, "max_tokens": spec.sampling.max_tokens,
                 **({"stop": spec.sampling.stop} if spec.sampling.stop else {}), **job.params}
+        if sample:  # self-fusion: the member's own temperature, one seed per sample
+            body.update(temperature=spec.sampling.temperature, seed=int(sample))
         if job.tools and job.tool_choice != "none":  # "none": the member is not shown the tools at all
             body["tools"] = job.tools
             if job.tool_choice is not None:
@@ -427,8 +439,8 @@ class Pool:
         record.update(verdict=text, latency_s=round(time.perf_counter() - start, 4))
         return winner, record
 
-    def _cost(self, member: str) -> float:
-        return next(x.cost for x in self.manifest.members if x.name == member)
+    def _cost(self, candidate: str) -> float:
+        return next(x.cost for x in self.manifest.members if x.name == candidate.partition("#")[0])
 
     async def _generate(self, messages: list[dict], record: dict, max_tokens: int = 256) -> str | None:
         """The generative judge's text; a local judge is bounded and streamed like a local member."""
@@ -466,7 +478,7 @@ class Pool:
         if job.tools and m.tool_call_format == "none":
             raise FinetuneError(f"pool {m.name} was built with `tools: false`; it answers without tools")
         start = time.perf_counter()
-        answers = await self._round(job, {x.name: (None, 0) for x in m.members})
+        answers = await self._round(job, {c: (None, 0) for c in self.candidates()})
         history = list(answers)
         if f.mode == "debate":
             for r in range(1, f.debate_rounds + 1):

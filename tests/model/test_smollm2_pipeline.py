@@ -22,7 +22,7 @@ RECIPE = REPO / "recipes" / "smollm2" / "traces-lora.yaml"
 
 def _recipe(smollm2, tmp_path, *more):
     return load_recipe(RECIPE, [f"model.path={smollm2}", f"data.output_dir={tmp_path / 'data'}",
-                                f"train.output_dir={tmp_path / 'run'}", *more])
+                                f"train.output_dir={tmp_path / 'run'}", "train.max_steps=2", *more])
 
 
 def test_real_model_prepare_train_export_and_serve(smollm2, tmp_path, monkeypatch):

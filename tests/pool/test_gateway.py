@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from finetune import FinetuneError
 from finetune.judge.generative import SYSTEM
 from finetune.pool.gateway import create_app
 from finetune.pool.local import free_port
@@ -202,6 +203,28 @@ def test_merge_writes_one_answer_and_debate_shows_members_each_other(stubs, tmp_
     assert revision[-2] == {"role": "assistant", "content": "use reversed()"}
     assert "Answer from b:\nuse slicing [::-1]" in revision[-1]["content"] and "Answer from a" not in revision[-1]["content"]
     assert out["fusion"]["winner"] == "a"
+
+
+def test_self_fusion_samples_one_member_n_ways_and_the_judge_picks_a_sample(stubs, tmp_path):
+    seen = []
+    a = stubs(reply=lambda body: seen.append((body["seed"], body["temperature"])) or f"answer {body['seed']}")
+    judge = stubs(content='{"winner": "C"}')
+    path = write_manifest(tmp_path / "m.json", {"a": a}, judge)
+    manifest = json.loads(path.read_text())
+    manifest["members"][0].update(samples=3, sampling={"temperature": 0.7})
+    path.write_text(json.dumps(manifest))
+    with gateway(path) as url:
+        out = _post(url, {"messages": ASK, "temperature": 0.0, "seed": 9}).json()
+    # the request's temperature and seed do not apply: seeds 1..3 at the member's own temperature
+    assert sorted(seen) == [(1, 0.7), (2, 0.7), (3, 0.7)]
+    assert [m["member"] for m in out["fusion"]["members"]] == ["a#1", "a#2", "a#3"]
+    assert out["fusion"]["winner"] == "a#3" and out["choices"][0]["message"]["content"] == "answer 3"
+    verdict = judge.requests[-1]["body"]["messages"][1]["content"]
+    assert "Candidate A:\nanswer 1" in verdict and "Candidate C:\nanswer 3" in verdict
+    manifest["members"][0]["sampling"]["temperature"] = 0.0
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(FinetuneError, match="samples 3 at temperature 0 are one answer"):
+        Pool(path)
 
 
 def test_streaming_sends_the_fused_answer_as_sse(stubs, tmp_path):
