@@ -30,6 +30,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from finetune import FinetuneError
 from finetune.data.templates import TEMPLATES
 
@@ -303,9 +305,12 @@ class PoolModel(Contender):
             x["samples"] = samples or x["samples"]
         data["fusion"]["mode"] = mode or m.fusion.mode
         data["fusion"]["quorum"] = min(data["fusion"]["quorum"], sum(x["samples"] for x in data["members"]))
-        self.manifest = type(m).model_validate(data)  # the manifest's own rules hold for the variant too
-        self.self_fusion = len(data["members"]) == 1 and data["members"][0]["samples"] > 1
-        self.kind = "self_fusion" if self.self_fusion else "pool"
+        try:  # the manifest's own rules hold for the variant too (merge needs a generative judge ...)
+            self.manifest = type(m).model_validate(data)
+        except ValidationError as exc:
+            raise FinetuneError(f"contender {name}: {exc.errors()[0]['msg']}") from None
+        one = len(data["members"]) == 1 and data["members"][0]["samples"] > 1
+        self.kind = "self_fusion" if one else "pool"
         what = ", ".join(f"{x['name']}" + (f" x{x['samples']}" if x["samples"] > 1 else "") for x in data["members"])
         super().__init__(name, f"pool {m.name} ({what}; {data['fusion']['mode']}, {m.judge.kind} judge)", 0.0)
 
@@ -319,7 +324,6 @@ class PoolModel(Contender):
         from finetune.pool.request import BadRequest, parse_request
         from finetune.pool.runtime import QuorumError
 
-        costs = {x.name: x.cost for x in self.manifest.members}
         body = {**_request(task, gen), "model": self.manifest.name}
         start = time.perf_counter()
         try:
@@ -327,8 +331,7 @@ class PoolModel(Contender):
         except QuorumError as exc:
             record = exc.record
             return Reply(failed=True, problem=f"no usable answer: {exc}", latency_s=round(time.perf_counter() - start, 4),
-                         cost=sum(costs[a["member"].partition("#")[0]] for a in record["members"]),
-                         fusion={"winner": None, "members": {a["member"]: a["status"] for a in record["members"]}})
+                         cost=self._cost(record), fusion={"winner": None, "members": {a["member"]: a["status"] for a in record["members"]}})
         except BadRequest as exc:
             return Reply(failed=True, problem=f"error: the pool refused the request: {exc}")
         except FinetuneError as exc:
@@ -341,10 +344,15 @@ class PoolModel(Contender):
         content, calls, problem = read_wire_calls(message, None) if task["tools"] else (text, [], None)
         return Reply(text, calls, problem, latency_s=round(time.perf_counter() - start, 4),
                      tokens_in=out["usage"]["prompt_tokens"], tokens_out=out["usage"]["completion_tokens"],
-                     cost=sum(costs[a["member"].partition("#")[0]] for a in record["members"]
-                              if a["status"] != "cancelled" or a["latency_s"] > 0),
-                     fusion={"winner": record["winner"], "members": {n: a["status"] for n, a in last.items()},
+                     cost=self._cost(record), fusion={"winner": record["winner"], "members": {n: a["status"] for n, a in last.items()},
                              "candidates": candidates})
+
+    def _cost(self, record: dict) -> float:
+        """The manifest cost of every member call a request made (samples and debate rounds each count;
+        a call cancelled before it started costs nothing)."""
+        costs = {x.name: x.cost for x in self.manifest.members}
+        return sum(costs[a["member"].partition("#")[0]] for a in record["members"]
+                   if a["status"] != "cancelled" or a["latency_s"] > 0)
 
     async def answer(self, tasks: list[dict], gen: dict) -> list[Reply]:
         return list(await asyncio.gather(*(self._one(t, gen) for t in tasks)))

@@ -37,12 +37,12 @@ import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from finetune.eval.plots import draw
 from finetune.eval.stats import mean_interval, paired_difference, pass_at_k, percentiles
 
 ALPHA = 0.05
 POOL_KINDS = ("pool", "self_fusion")
 PASS_KS = (1, 5, 10)
-PLOTS = ("accuracy_vs_cost.png", "accuracy_vs_latency.png", "categories.png")
 HOW_TO_READ = (
     "Each accuracy comes with a 95% interval: the range of true accuracies these tasks are compatible with (Wilson "
     "score interval when every answer is right or wrong, a bootstrap over tasks when code tasks score partial credit). "
@@ -71,7 +71,7 @@ def _pass_at(rows: list[dict]) -> list[dict]:
     if top <= 1:
         return []  # with one sample per task pass@1 is the accuracy already shown
     out = []
-    for k in (k for k in PASS_KS if k <= top):
+    for k in sorted({k for k in PASS_KS if k <= top} | {top}):  # and pass@n: any of the n samples right
         values = [pass_at_k(len(s), sum(map(bool, s)), k) for s in samples if len(s) >= k]
         out.append({"k": k, "tasks": len(values), "value": _r(sum(values) / len(values))})
     return out
@@ -337,51 +337,6 @@ def _breakdowns(summary: dict, ran: list[dict]) -> list[str]:
     return out + [""]
 
 
-def _plots(summary: dict, ran: list[dict], folder: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / name for name in PLOTS]
-    relative = all(e["relative_cost"] is not None for e in ran)
-    scatter = [(paths[0], "relative_cost" if relative else "cost_per_1k",
-                f"cost per request (x {summary['baseline']})" if relative else "cost per 1k requests"),
-               (paths[1], "latency_p50", "p50 latency (s)")]
-    for png, key, label in scatter:
-        fig, ax = plt.subplots(figsize=(6.5, 4.5))
-        for e in ran:
-            y = 100 * e["accuracy"]
-            err = [[y - 100 * e["ci"][0]], [100 * e["ci"][1] - y]]
-            ax.errorbar(e[key], y, yerr=err, fmt="o", capsize=4, color="C3" if e["name"] == summary["ship"] else "C0")
-            ax.annotate(e["name"], (e[key], y), textcoords="offset points", xytext=(6, 4), fontsize=8)
-        ax.set_xlabel(label)
-        ax.set_ylabel("accuracy (%) with 95% interval")
-        ax.set_title(f"accuracy against {label.split(' (')[0]} (red: ship)")
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(png, dpi=100)
-        plt.close(fig)
-    cats = [(c["kind"], c["category"]) for c in summary["tasks"]["by_category"]]
-    fig, ax = plt.subplots(figsize=(max(6.5, 0.9 * len(cats) * max(1, len(ran)) / 2), 4.5))
-    width = 0.8 / max(1, len(ran))
-    for i, e in enumerate(ran):
-        acc = {(c["kind"], c["category"]): c["accuracy"] for c in e["by_category"]}
-        ax.bar([j + (i - (len(ran) - 1) / 2) * width for j in range(len(cats))],
-               [100 * (acc.get(c) or 0) for c in cats], width, label=e["name"])
-    ax.set_xticks(range(len(cats)), [f"{k}/{c}" for k, c in cats], rotation=30, ha="right")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 115)  # room above 100% for the legend
-    ax.set_title("accuracy per category")
-    if ran:
-        ax.legend(fontsize=8, loc="upper center", ncol=min(4, len(ran)))
-    fig.tight_layout()
-    fig.savefig(paths[2], dpi=100)
-    plt.close(fig)
-    return paths
-
-
 def write_report(summary: dict, out: Path) -> list[Path]:
     """Write out/report.md, out/report.json and PNG plots (out/plots/accuracy_vs_cost.png,
     out/plots/accuracy_vs_latency.png, out/plots/categories.png); returns the paths written.
@@ -390,7 +345,7 @@ def write_report(summary: dict, out: Path) -> list[Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ran = _ran(summary)
-    plots = _plots(summary, ran, out / "plots")
+    plots = draw(summary, ran, out / "plots")
     t = summary["tasks"]
     kinds = ", ".join(f"{n} {k}" for k, n in t["by_kind"].items())
     lines = ["# Which one should you ship?", "", f"{t['total']} tasks ({kinds}); baseline: {summary['baseline']}.",

