@@ -38,6 +38,17 @@ def _run(*argv: str) -> None:
     subprocess.run(argv, cwd=REPO, check=True)
 
 
+def train_and_export(work: Path, traces: Path, steps: int, timings: dict) -> None:
+    """LoRA on the synthetic traces with the SmolLM2 recipe, then the merged model as GGUF q8_0."""
+    start = time.perf_counter()
+    _run(FT, "train", "recipes/smollm2/traces-lora.yaml",
+         f"data.sources=[{{path: {traces}}}]", f"data.output_dir={work / 'data'}", "data.validation_fraction=0.02",
+         f"train.output_dir={work / 'train'}", f"train.max_steps={steps}", "train.learning_rate=5e-4",
+         "train.warmup_ratio=0.03", "train.save_steps=100000", "train.verify_samples=1", "--no-progress")
+    timings["train_s"] = round(time.perf_counter() - start, 1)
+    _run(FT, "export", str(work / "train"), "--format", "gguf-q8_0", "--out", str(work / "export"))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", type=Path, default=REPO / "runs" / "bench-eval")
@@ -46,6 +57,8 @@ def main() -> None:
     ap.add_argument("--bfcl", default="simple_python,multiple,parallel,irrelevance")
     ap.add_argument("--limit", type=int, default=40, help="BFCL items per category")
     ap.add_argument("--max-tokens", type=int, default=96)
+    ap.add_argument("--reuse", action="store_true", help="keep the trained and exported model of an earlier run "
+                                                          "(and the eval cache): only evaluate what is missing")
     args = ap.parse_args()
     from benchmarks.tool_traces import generate
 
@@ -55,17 +68,13 @@ def main() -> None:
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     traces = work / "train.jsonl"
-    traces.write_text("".join(json.dumps(t) + "\n" for t in generate(args.traces, seed=0)))
     timings = {}
-
-    start = time.perf_counter()
-    _run(FT, "train", "recipes/smollm2/traces-lora.yaml",
-         f"data.sources=[{{path: {traces}}}]", f"data.output_dir={work / 'data'}", "data.validation_fraction=0.02",
-         f"train.output_dir={work / 'train'}", f"train.max_steps={args.steps}", "train.learning_rate=5e-4",
-         "train.warmup_ratio=0.03", "train.save_steps=100000", "train.verify_samples=1", "--no-progress")
-    timings["train_s"] = round(time.perf_counter() - start, 1)
-    _run(FT, "export", str(work / "train"), "--format", "gguf-q8_0", "--out", str(work / "export"))
-
+    reuse = args.reuse and (work / "export" / "artifacts.json").is_file()
+    if not reuse:
+        traces.write_text("".join(json.dumps(t) + "\n" for t in generate(args.traces, seed=0)))
+        train_and_export(work, traces, args.steps, timings)
+    else:
+        timings["train_s"] = json.loads((work / "train" / "run.json").read_text())["train_runtime_s"]
     pool_spec = work / "pool.yaml"
     pool_spec.write_text(json.dumps({
         "name": "smol-pool", "judge": {"run": str(REPO / "runs/judge")},

@@ -11,7 +11,7 @@ from finetune.config import load_recipe
 from tests.conftest import REPO
 
 RECIPES = sorted(p for p in (REPO / "recipes").rglob("*.yaml")
-                 if p.parent.name not in ("judge", "pool"))  # judge: tests/judge; pool: tests/pool
+                 if p.parent.name not in ("judge", "pool", "eval"))  # judge, pool, eval: their own tests
 
 
 def test_there_are_recipes():

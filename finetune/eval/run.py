@@ -62,11 +62,10 @@ def expand(spec: Spec) -> list[tuple[Contender, list[Path]]]:
     if spec.endpoint:
         return [(EndpointModel(spec.name, spec.endpoint, spec.tool_call_format, spec.cost), [])]
     if spec.pool:
-        from finetune.pool.manifest import artifact_root, load_manifest
+        from finetune.pool.manifest import artifact_root, artifacts_of, load_manifest
 
-        m = load_manifest(Path(spec.pool))
-        files = [Path(spec.pool)] + [artifact_root(Path(spec.pool), a) / a.path for x in m.members
-                                     for a in x.artifacts + x.adapters if a.root]
+        m = load_manifest(Path(spec.pool))  # every model the pool loads, its judge included
+        files = [Path(spec.pool)] + [artifact_root(Path(spec.pool), a) / a.path for _, a in artifacts_of(m) if a.root]
         modes = spec.modes or [m.fusion.mode]
         return [(PoolModel(spec.name if len(modes) == 1 else f"{spec.name}/{mode}", Path(spec.pool), mode,
                            spec.members, spec.samples), files) for mode in modes]
