@@ -98,6 +98,7 @@ test: install
 
 lint: install
 	$(VENV)/bin/ruff check finetune tests benchmarks
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) runs

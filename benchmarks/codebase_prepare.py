@@ -78,11 +78,11 @@ def make_repo(root: Path, n: int, seed: int = 0) -> int:
 
 
 def run_finetune(model: str, repo: str, out: str) -> dict:
-    from finetune.config import Source
-    from finetune.data.prepare import PrepareOptions, prepare
+    from finetune.data.config import Prepare, Source
+    from finetune.data.prepare import prepare
 
     src = Source(path=repo, format="codebase", codebase={"fim": {"rate": 0.5}})
-    stats = prepare(PrepareOptions(model=model, sources=[src], out=out, max_seq_length=2048))
+    stats = prepare(Prepare.of(model=model, sources=[src], out=out, max_seq_length=2048))
     code = stats["sources"][repo]["codebase"]
     return {"files": code["files_in"], "kept": code["files_ok"], "tokens": stats["tokens_total"],
             "skipped": code["skipped"], "redacted": code["redacted"]}
@@ -109,7 +109,7 @@ def _python_files(repo: str) -> list[str]:
 
 
 def run_redactor(model: str, repo: str, out: str) -> dict:
-    from finetune.data.secrets import Redactor
+    from finetune.data.code.secrets import Redactor
 
     r, hits, size = Redactor(), 0, 0
     for path in _python_files(repo):
@@ -167,7 +167,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-codebase-"))
     model = args.model
     if model is None:
-        from finetune.tiny import build_tiny_model
+        from finetune.model.tiny import build_tiny_model
 
         model = str(build_tiny_model("llama", REPO / "data/tokenizers/ggml-vocab-deepseek-coder.gguf", tmp / "model"))
     size = make_repo(tmp / "repo", args.files)

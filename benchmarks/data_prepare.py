@@ -58,9 +58,10 @@ def make_corpus(path: Path, n: int, seed: int = 0) -> None:
 
 
 def run_finetune(model: str, corpus: str, out: str) -> dict:
-    from finetune.data.prepare import PrepareOptions, prepare
+    from finetune.data.config import Prepare
+    from finetune.data.prepare import prepare
 
-    stats = prepare(PrepareOptions(model=model, sources=[(corpus, "openai")], out=out, max_seq_length=4096))
+    stats = prepare(Prepare.of(model=model, sources=[(corpus, "openai")], out=out, max_seq_length=4096))
     return {"records": stats["records_in"], "tokens": stats["tokens_total"], "ok": stats["records_ok"]}
 
 
@@ -108,7 +109,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-prepare-"))
     model = args.model
     if model is None:
-        from finetune.tiny import build_tiny_model
+        from finetune.model.tiny import build_tiny_model
 
         model = str(build_tiny_model("llama", REPO / "data/tokenizers/ggml-vocab-llama-bpe.gguf", tmp / "model"))
     corpus = tmp / "corpus.jsonl"

@@ -70,7 +70,7 @@ def build(folder: Path, layers: int) -> Path:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from finetune.tiny import build_tiny_model
+    from finetune.model.tiny import build_tiny_model
 
     tmp = folder.parent / "fp32"
     build_tiny_model("llama", REPO / "data" / "tokenizers" / "ggml-vocab-llama-spm.gguf", tmp, layers=layers,

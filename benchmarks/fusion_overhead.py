@@ -107,7 +107,7 @@ def main() -> None:
     if args.stub:
         return _stub(int(args.stub[0]), float(args.stub[1]), args.stub[2])
 
-    from finetune.judge.generative import SYSTEM
+    from finetune.contracts.judging import SYSTEM
     from finetune.pool.local import free_port
 
     delays = [float(x) for x in args.latencies.split(",")]

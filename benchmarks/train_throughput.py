@@ -55,14 +55,15 @@ def make_traces(path: Path, n: int, seed: int = 0) -> None:
 
 
 def recipe_for(model: str, data: str, out: str, steps: int, batch: int, seq: int, precision: str):
-    from finetune.config import recipe_from_tree
+    from finetune.contracts.schema import recipe_from_tree
+    from finetune.train.config import Recipe
 
     return recipe_from_tree({
         "model": {"path": model}, "data": {"sources": [{"path": "unused.jsonl"}], "max_seq_length": seq},
         "train": {"datasets": [{"path": data}], "method": "lora", "lora": {"r": 16, "alpha": 32, "dropout": 0.0},
                   "max_steps": steps, "per_device_batch_size": batch, "gradient_accumulation_steps": 1,
                   "lr_scheduler": "constant", "warmup_ratio": 0.0, "verify_samples": 0, "precision": precision,
-                  "save_steps": 10_000, "output_dir": out}}, "benchmark")
+                  "save_steps": 10_000, "output_dir": out}}, "benchmark", Recipe)
 
 
 def run_finetune(model, data, out, steps, batch, seq, precision) -> dict:
@@ -130,14 +131,15 @@ def main() -> None:
         return child(*a.child)
     import torch
 
-    from finetune.data.prepare import PrepareOptions, prepare
-    from finetune.tiny import build_tiny_model
+    from finetune.data.config import Prepare
+    from finetune.data.prepare import prepare
+    from finetune.model.tiny import build_tiny_model
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-train-"))
     model = build_tiny_model("llama", REPO / "data/tokenizers/ggml-vocab-llama-spm.gguf", tmp / "model",
                              layers=a.layers, hidden=a.hidden)
     make_traces(tmp / "traces.jsonl", a.traces)
-    stats = prepare(PrepareOptions(model=str(model), sources=[(str(tmp / "traces.jsonl"), "openai")],
+    stats = prepare(Prepare.of(model=str(model), sources=[(str(tmp / "traces.jsonl"), "openai")],
                                    out=str(tmp / "data"), max_seq_length=a.seq, validation_fraction=0.0))
     precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"

@@ -18,7 +18,7 @@ TOKENIZERS = REPO / "data" / "tokenizers"
 @pytest.fixture(scope="session")
 def models(tmp_path_factory) -> dict[str, Path]:
     """name -> tiny model folder; the name says vocabulary and template."""
-    from finetune.tiny import build_tiny_model
+    from finetune.model.tiny import build_tiny_model
 
     root = tmp_path_factory.mktemp("models")
     out = {

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from finetune import FinetuneError
-from finetune.config import load_recipe
+from finetune.contracts.schema import load_recipe
+from finetune.train.config import Recipe
 from tests.conftest import REPO
 
 RECIPES = sorted(p for p in (REPO / "recipes").rglob("*.yaml")
@@ -20,7 +21,7 @@ def test_there_are_recipes():
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: str(p.relative_to(REPO)))
 def test_every_shipped_recipe_validates(path):
-    recipe = load_recipe(path)
+    recipe = load_recipe(path, [], Recipe)
     assert recipe.data.sources and recipe.model.path
 
 
@@ -47,7 +48,7 @@ data:
 train: {method: qlora, lerning_rate: 0.1}
 """)
     with pytest.raises(FinetuneError) as err:
-        load_recipe(bad)
+        load_recipe(bad, [], Recipe)
     msg = str(err.value)
     # Cross-field rules (qlora without quantization) run once the fields themselves are valid.
     assert "5 problem(s)" in msg
@@ -61,40 +62,40 @@ train: {method: qlora, lerning_rate: 0.1}
 
 def test_cross_field_rules(tmp_path):
     with pytest.raises(FinetuneError, match="`qlora` needs a `quantization` block"):
-        load_recipe(_write(tmp_path, GOOD + "train: {method: qlora}\n"))
+        load_recipe(_write(tmp_path, GOOD + "train: {method: qlora}\n"), [], Recipe)
     with pytest.raises(FinetuneError, match="only applies to method `qlora`"):
-        load_recipe(_write(tmp_path, GOOD + "train: {method: lora, quantization: {bits: 4}}\n"))
+        load_recipe(_write(tmp_path, GOOD + "train: {method: lora, quantization: {bits: 4}}\n"), [], Recipe)
     with pytest.raises(FinetuneError, match="remove the `lora` block"):
-        load_recipe(_write(tmp_path, GOOD + "train: {method: full, lora: {r: 8}}\n"))
-    r = load_recipe(_write(tmp_path, GOOD + "train: {method: qlora, quantization: {}}\n"))
+        load_recipe(_write(tmp_path, GOOD + "train: {method: full, lora: {r: 8}}\n"), [], Recipe)
+    r = load_recipe(_write(tmp_path, GOOD + "train: {method: qlora, quantization: {}}\n"), [], Recipe)
     assert r.train.quantization.quant_type == "nf4" and r.train.lora.r == 16
 
 
 def test_overrides_go_through_the_same_validation(tmp_path):
     path = _write(tmp_path, GOOD)
-    r = load_recipe(path, ["data.max_seq_length=4096", "data.sources.0.format=xlam", "train.method=dora"])
+    r = load_recipe(path, ["data.max_seq_length=4096", "data.sources.0.format=xlam", "train.method=dora"], Recipe)
     assert (r.data.max_seq_length, r.data.sources[0].format, r.train.method) == (4096, "xlam", "dora")
     with pytest.raises(FinetuneError, match="data.max_seq_length: Input should be greater than or equal to 16"):
-        load_recipe(path, ["data.max_seq_length=8"])
+        load_recipe(path, ["data.max_seq_length=8"], Recipe)
     with pytest.raises(FinetuneError, match="did you mean `max_seq_length`"):
-        load_recipe(path, ["data.max_seq_len=4096"])
+        load_recipe(path, ["data.max_seq_len=4096"], Recipe)
     with pytest.raises(FinetuneError, match="not KEY=VALUE"):
-        load_recipe(path, ["data.max_seq_length"])
+        load_recipe(path, ["data.max_seq_length"], Recipe)
     with pytest.raises(FinetuneError, match="not an index"):
-        load_recipe(path, ["data.sources.3.path=x"])
+        load_recipe(path, ["data.sources.3.path=x"], Recipe)
 
 
 def test_yaml_errors_name_the_line(tmp_path):
     with pytest.raises(FinetuneError, match=r"r.yaml:3: not valid YAML"):
-        load_recipe(_write(tmp_path, "model:\n  path: m\n\tdata: x\n"))
+        load_recipe(_write(tmp_path, "model:\n  path: m\n\tdata: x\n"), [], Recipe)
     with pytest.raises(FinetuneError, match="does not exist"):
-        load_recipe(tmp_path / "missing.yaml")
+        load_recipe(tmp_path / "missing.yaml", [], Recipe)
 
 
 def test_readme_documents_every_recipe_key():
     from pydantic import BaseModel
 
-    from finetune.config import Recipe
+    from finetune.train.config import Recipe
 
     readme = (REPO / "README.md").read_text()
     for section, field in Recipe.model_fields.items():

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from finetune import FinetuneError
-from finetune.tiny import build_tiny_model
+from finetune.model.tiny import build_tiny_model
 from tests.conftest import TOKENIZERS
 
 

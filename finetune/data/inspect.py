@@ -14,7 +14,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from finetune.data.render import IGNORE
+from finetune import FinetuneError
+from finetune.contracts.tokenizer import load_tokenizer
+from finetune.data.prepare import load_prepared
+from finetune.data.traces.render import IGNORE
 
 
 def trained_runs(tokenizer, input_ids, labels) -> list[tuple[str, bool]]:
@@ -35,14 +38,11 @@ def inspect_dataset(folder: str | Path, n: int = 3, split: str = "train", plain:
     from rich.table import Table
     from rich.text import Text
 
-    from finetune.data.prepare import load_prepared
-    from finetune.model.tokenizer import load_tokenizer
 
     folder = Path(folder)
     stats = json.loads((folder / "stats.json").read_text())
     ds = load_prepared(folder)
     if split not in ds:
-        from finetune import FinetuneError
 
         raise FinetuneError(f"{folder} has no split {split!r}; it has {', '.join(ds)}")
     tok = load_tokenizer(folder / "tokenizer")

@@ -1,6 +1,6 @@
 """``finetune data prepare``: traces and code in, a tokenized and loss-masked dataset out, nothing lost.
 
-Every record read (a trace, or a file of a ``codebase`` source, see ``data/code.py``) is counted
+Every record read (a trace, or a file of a ``codebase`` source, see ``data/code/``) is counted
 exactly once: it is either in the output (``records_ok``, possibly split into several pieces) or
 in ``rejects.jsonl`` with its source, line, record id, reason code and detail
 (``records_rejected``, duplicates and skipped files included). ``stats.json`` says so with numbers
@@ -10,8 +10,9 @@ disk; per source ``weight`` and ``max_tokens`` then shape the training mixture.
 
 Example::
 
-    stats = prepare(PrepareOptions(model="runs/tiny", sources=[("data/sample/openai.jsonl", "auto")],
-                                   out="runs/data"))
+    spec = recipe_from_tree({"model": {"path": "runs/tiny"}, "data": {"sources": [{"path": "data/sample/openai.jsonl"}],
+                             "output_dir": "runs/data"}}, "example", Prepare)
+    stats = prepare(spec)
     stats["records_ok"] + stats["records_rejected"] == stats["records_in"]
 """
 
@@ -26,40 +27,14 @@ import sys
 import typing
 from array import array
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
-from finetune import FinetuneError
-from finetune.config import Recipe, Source, SourceFormat
-from finetune.data.formats import RecordError, detect_layout, to_canonical
-from finetune.data.render import IGNORE, ROLES, Renderer, Sample, canonical_key
-from finetune.data.sources import RawRecord, check_folder, read_records
-from finetune.data.validate import validate_trace
-
-
-@dataclass
-class PrepareOptions:
-    model: str
-    sources: list  # config.Source, or (path, format) pairs
-    out: str
-    chat_template: str | None = None
-    max_seq_length: int = 2048
-    validation_fraction: float = 0.05
-    seed: int = 42
-    max_reject_fraction: float = 0.25
-    dedup: bool = True
-    progress: bool = False
-
-    def __post_init__(self):
-        self.sources = [s if isinstance(s, Source) else Source(path=s[0], format=s[1]) for s in self.sources]
-
-    @classmethod
-    def from_recipe(cls, recipe: Recipe, **kw) -> PrepareOptions:
-        d = recipe.data
-        return cls(model=recipe.model.path, chat_template=recipe.model.chat_template,
-                   sources=list(d.sources), out=d.output_dir,
-                   max_seq_length=d.max_seq_length, validation_fraction=d.validation_fraction, seed=d.seed,
-                   max_reject_fraction=d.max_reject_fraction, dedup=d.dedup, **kw)
+from finetune import FinetuneError, RecordError
+from finetune.contracts.tokenizer import fit_tokenizer, load_tokenizer
+from finetune.data.config import Prepare, SourceFormat
+from finetune.data.sources import RawRecord, check_folder
+from finetune.data.traces.read import read_traces
+from finetune.data.traces.render import IGNORE, ROLES, Renderer, Sample, canonical_key
 
 
 def parse_source(spec: str) -> tuple[str, str]:
@@ -75,9 +50,8 @@ def parse_source(spec: str) -> tuple[str, str]:
 
 
 def load_model_tokenizer(model: str, chat_template: str | None):
-    """The model's tokenizer fitted for training (``model/tokenizer.py``: the named template and
+    """The model's tokenizer fitted for training (``contracts/tokenizer.py``: the named template and
     any tokens it lacks, a pad distinct from EOS); returns (tokenizer, what fitting did)."""
-    from finetune.model.tokenizer import fit_tokenizer, load_tokenizer
 
     if not Path(model).exists():
         raise FinetuneError(f"model {model} does not exist (a folder with the tokenizer is needed)")
@@ -216,97 +190,81 @@ def _capped(rows: list[int], tokens: array, cap: int | None, seed: int) -> list[
     return [rows[i] for i in sorted(kept)]
 
 
-def prepare(opts: PrepareOptions) -> dict:
-    """Run the whole pipeline; return the stats (also written to ``OUT/stats.json``)."""
-    from datasets import Dataset, DatasetDict
-    from tqdm import tqdm
+class _Reading:
+    """Reads every source into the spool: the trace pipeline (``traces/``) and the code pipeline
+    (``code/``), each record counted once (kept, or rejected with its reason)."""
 
-    from finetune.data.code import codebase_records, new_stats
-    from finetune.data.codebase import Skip
-    from finetune.data.dedup import Decontaminator, Deduplicator
-    from finetune.data.fim import FimTokens
+    def __init__(self, data, tok, rejects: Rejects, spool: _Spool, bar):
+        self.data, self.tok, self.rejects, self.spool, self.bar = data, tok, rejects, spool, bar
+        self.records: list[tuple[int, int, int]] = []  # (source index, first row, rows)
+        self.per_source: dict[str, Counter] = {}
+        self.code_stats: dict[str, dict] = {}
+        self.formats: dict[str, str | None] = {s.path: (None if s.format == "auto" else s.format)
+                                               for s in data.sources}
+        self.seen: dict[str, str] = {}  # canonical trace -> where it was first seen
+        self.renderer = None  # built at the first trace source: code alone needs no chat template
+        self.dedups: dict = {}  # near-duplicate threshold -> Deduplicator: duplicates across repositories too
+        self.decontaminators: dict = {}  # (evaluation sets, n-gram) -> Decontaminator
 
-    missing = [s.path for s in opts.sources if not Path(s.path).exists()]
-    if missing:  # every missing input at once, before any slow loading
-        raise FinetuneError(f"source {', '.join(missing)} does not exist")
-    for s in opts.sources:
-        if Path(s.path).is_dir() and s.format != "codebase":
-            check_folder(Path(s.path))
-    tok, fitted = load_model_tokenizer(opts.model, opts.chat_template)
-    if any(s.codebase and s.codebase.fim and s.codebase.fim.rate > 0 for s in opts.sources):
-        FimTokens.of(tok)  # no FIM tokens: say so before any work
-    renderer = None  # built at the first trace source: code alone needs no chat template
-    out = Path(opts.out)
-    out.mkdir(parents=True, exist_ok=True)
-    # A failed run must not leave an older dataset behind that looks like its result.
-    for stale in ("dataset", "tokenizer"):
-        shutil.rmtree(out / stale, ignore_errors=True)
-    rejects = Rejects(out / "rejects.jsonl")
-    spool = _Spool(out / "spool.arrow")
-    seen: dict[str, str] = {}  # canonical trace -> where it was first seen
-    records: list[tuple[int, int, int]] = []  # (source index, first row, rows)
-    per_source: dict[str, Counter] = {}
-    code_stats: dict[str, dict] = {}
-    dedups: dict[float | None, Deduplicator] = {}  # one per threshold: duplicates across repositories too
-    decontaminators: dict[tuple, Decontaminator] = {}
-    formats: dict[str, str | None] = {s.path: (None if s.format == "auto" else s.format) for s in opts.sources}
-    with rejects, spool, tqdm(desc="prepare", unit="rec", disable=not opts.progress or not sys.stderr.isatty()) as bar:
-        for si, src in enumerate(opts.sources):
-            path = src.path
-            counts = per_source.setdefault(path, Counter())
-            if src.format == "codebase":
-                cb = src.codebase
-                cstats = code_stats[path] = new_stats()
-                if cb.near_duplicate_threshold not in dedups:
-                    dedups[cb.near_duplicate_threshold] = Deduplicator(cb.near_duplicate_threshold, exact=opts.dedup)
-                sets = (tuple(cb.decontaminate), cb.decontaminate_ngram)
-                if sets not in decontaminators:  # evaluation sets are read once, however many repositories
-                    decontaminators[sets] = Decontaminator(*sets)
-                items = codebase_records(path, cb, tok, opts.max_seq_length, opts.seed, cstats,
-                                         dedups[cb.near_duplicate_threshold], decontaminators[sets])
-                for item in items:
-                    bar.update()
-                    if isinstance(item, Skip):
-                        rejects.add(RawRecord(path, None, None), item.reason, item.detail, item.path)
-                    else:
-                        records.append((si, *spool.add(path, item.record_id, item.samples)))
-                counts.update({"in": cstats["files_in"], "ok": cstats["files_ok"],
-                               "rejected": sum(cstats["skipped"].values())})
+    def source(self, si: int, src) -> None:
+        counts = self.per_source.setdefault(src.path, Counter())
+        (self.codebase if src.format == "codebase" else self.traces)(si, src, counts)
+
+    def traces(self, si: int, src, counts: Counter) -> None:
+        path, data = src.path, self.data
+        for item in read_traces(path, self.formats[path]):
+            raw, trace = item.raw, item.trace
+            counts["in"] += 1
+            self.bar.update()
+            self.formats[path] = item.layout
+            rid = item.record_id or f"{Path(raw.source).name}:{raw.line}"
+            try:
+                if item.error:
+                    raise item.error
+                key = canonical_key(trace)
+                if data.dedup and key in self.seen:
+                    raise RecordError("duplicate", f"exact duplicate of {self.seen[key]}")
+                self.renderer = self.renderer or Renderer(self.tok)
+                pieces = self.renderer.render(trace, data.max_seq_length)
+            except RecordError as exc:
+                self.rejects.add(raw, exc.reason, exc.detail, rid)
+                counts["rejected"] += 1
                 continue
-            for raw in read_records(path):
-                counts["in"] += 1
-                bar.update()
-                rid = raw.record.get("id") if isinstance(raw.record, dict) else None
-                rid = str(rid) if rid is not None else f"{Path(raw.source).name}:{raw.line}"
-                try:
-                    if raw.error:
-                        raise RecordError("invalid_json", raw.error)
-                    formats[path] = formats[path] or detect_layout(raw.record)
-                    trace = validate_trace(to_canonical(raw.record, formats[path]))
-                    key = canonical_key(trace)
-                    if opts.dedup and key in seen:
-                        raise RecordError("duplicate", f"exact duplicate of {seen[key]}")
-                    renderer = renderer or Renderer(tok)
-                    pieces = renderer.render(trace, opts.max_seq_length)
-                except RecordError as exc:
-                    rejects.add(raw, exc.reason, exc.detail, rid)
-                    counts["rejected"] += 1
-                    continue
-                seen[key] = f"{raw.source}:{raw.line}"
-                counts["ok"] += 1
-                records.append((si, *spool.add(path, rid, pieces)))
-    fingerprint = spool.close()
+            self.seen[key] = f"{raw.source}:{raw.line}"
+            counts["ok"] += 1
+            self.records.append((si, *self.spool.add(path, rid, pieces)))
 
-    n_in = sum(c["in"] for c in per_source.values())
-    n_ok = sum(c["ok"] for c in per_source.values())
-    n_rej = sum(rejects.reasons.values())
-    assert all(c["ok"] + c["rejected"] == c["in"] for c in per_source.values()), "every input is kept or rejected"
-    assert n_ok + n_rej == n_in
-    rng = random.Random(opts.seed)
+    def codebase(self, si: int, src, counts: Counter) -> None:
+        from finetune.data.code.dedup import Decontaminator, Deduplicator
+        from finetune.data.code.samples import codebase_records, new_stats
+        from finetune.data.code.walk import Skip
+
+        path, cb, data = src.path, src.codebase, self.data
+        cstats = self.code_stats[path] = new_stats()
+        if cb.near_duplicate_threshold not in self.dedups:
+            self.dedups[cb.near_duplicate_threshold] = Deduplicator(cb.near_duplicate_threshold, exact=data.dedup)
+        sets = (tuple(cb.decontaminate), cb.decontaminate_ngram)
+        if sets not in self.decontaminators:  # evaluation sets are read once, however many repositories
+            self.decontaminators[sets] = Decontaminator(*sets)
+        for item in codebase_records(path, cb, self.tok, data.max_seq_length, data.seed, cstats,
+                                     self.dedups[cb.near_duplicate_threshold], self.decontaminators[sets]):
+            self.bar.update()
+            if isinstance(item, Skip):
+                self.rejects.add(RawRecord(path, None, None), item.reason, item.detail, item.path)
+            else:
+                self.records.append((si, *self.spool.add(path, item.record_id, item.samples)))
+        counts.update({"in": cstats["files_in"], "ok": cstats["files_ok"], "rejected": sum(cstats["skipped"].values())})
+
+
+def _split(records: list[tuple[int, int, int]], data, spool: _Spool):
+    """Records (whole: a split trace's pieces stay together) to validation and train; the train
+    rows shaped per source by weight and token cap. Returns (validation records, validation rows,
+    train rows, mixture stats)."""
+    rng = random.Random(data.seed)
     order = list(range(len(records)))
     rng.shuffle(order)
-    n_val = round(len(records) * opts.validation_fraction)
-    if opts.validation_fraction > 0 and len(records) >= 2:
+    n_val = round(len(records) * data.validation_fraction)
+    if data.validation_fraction > 0 and len(records) >= 2:
         n_val = max(1, n_val)
     val_idx = set(order[:n_val])
     val_rows: list[int] = []
@@ -315,9 +273,9 @@ def prepare(opts: PrepareOptions) -> dict:
         (val_rows if i in val_idx else train_by_source.setdefault(si, [])).extend(range(first, first + n))
     train_rows: list[int] = []
     mixture = {}
-    for si, src in enumerate(opts.sources):
-        rows = weighted_rows(train_by_source.get(si, []), src.weight, opts.seed + si)
-        picked = _capped(rows, spool.tokens, src.max_tokens, opts.seed + si)
+    for si, src in enumerate(data.sources):
+        rows = weighted_rows(train_by_source.get(si, []), src.weight, data.seed + si)
+        picked = _capped(rows, spool.tokens, src.max_tokens, data.seed + si)
         train_rows += picked
         mixture[src.path] = {"weight": src.weight, "max_tokens": src.max_tokens, "samples": len(picked),
                              "capped_samples": len(rows) - len(picked),
@@ -326,6 +284,47 @@ def prepare(opts: PrepareOptions) -> dict:
     train_tokens = sum(m["tokens"] for m in mixture.values())
     for m in mixture.values():
         m["token_share"] = round(m["tokens"] / train_tokens, 4) if train_tokens else 0.0
+    return val_idx, val_rows, train_rows, mixture
+
+
+def prepare(spec: Prepare, progress: bool = False) -> dict:
+    """Run the whole pipeline on ``spec`` (the model and data sections; a training recipe is one);
+    return the stats (also written to ``data.output_dir/stats.json``)."""
+    from datasets import Dataset, DatasetDict
+    from tqdm import tqdm
+
+    from finetune.data.code.fim import FimTokens
+
+    data, model = spec.data, spec.model
+    missing = [s.path for s in data.sources if not Path(s.path).exists()]
+    if missing:  # every missing input at once, before any slow loading
+        raise FinetuneError(f"source {', '.join(missing)} does not exist")
+    for s in data.sources:
+        if Path(s.path).is_dir() and s.format != "codebase":
+            check_folder(Path(s.path))
+    tok, fitted = load_model_tokenizer(model.path, model.chat_template)
+    if any(s.codebase and s.codebase.fim and s.codebase.fim.rate > 0 for s in data.sources):
+        FimTokens.of(tok)  # no FIM tokens: say so before any work
+    out = Path(data.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    # A failed run must not leave an older dataset behind that looks like its result.
+    for stale in ("dataset", "tokenizer"):
+        shutil.rmtree(out / stale, ignore_errors=True)
+    rejects = Rejects(out / "rejects.jsonl")
+    spool = _Spool(out / "spool.arrow")
+    with rejects, spool, tqdm(desc="prepare", unit="rec", disable=not progress or not sys.stderr.isatty()) as bar:
+        reading = _Reading(data, tok, rejects, spool, bar)
+        for si, src in enumerate(data.sources):
+            reading.source(si, src)
+    records, per_source, code_stats, formats = reading.records, reading.per_source, reading.code_stats, reading.formats
+    fingerprint = spool.close()
+
+    n_in = sum(c["in"] for c in per_source.values())
+    n_ok = sum(c["ok"] for c in per_source.values())
+    n_rej = sum(rejects.reasons.values())
+    assert all(c["ok"] + c["rejected"] == c["in"] for c in per_source.values()), "every input is kept or rejected"
+    assert n_ok + n_rej == n_in
+    val_idx, val_rows, train_rows, mixture = _split(records, data, spool)
 
     role_tokens = {r: {"tokens": t, "trained": k} for r, (t, k) in spool.roles.items() if t or r in ROLES}
     tokens_total = sum(v["tokens"] for v in role_tokens.values())
@@ -343,22 +342,22 @@ def prepare(opts: PrepareOptions) -> dict:
         "tokens_total": tokens_total, "tokens_trained": tokens_trained,
         "trained_share": round(tokens_trained / tokens_total, 4) if tokens_total else 0.0,
         "tokens_per_role": role_tokens,
-        "max_seq_length": opts.max_seq_length,
+        "max_seq_length": data.max_seq_length,
         "sources": {k: {"format": formats.get(k), **v, **({"codebase": _plain(code_stats[k])} if k in code_stats else {})}
                     for k, v in per_source.items()},
         "mixture": mixture,
-        "model": opts.model, "chat_template": opts.chat_template or "model",
+        "model": model.path, "chat_template": model.chat_template or "model",
         "tokenizer": fitted,
     }
     (out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
     try:
         if n_in == 0:
-            raise FinetuneError(f"no records in {', '.join(s.path for s in opts.sources)}")
+            raise FinetuneError(f"no records in {', '.join(s.path for s in data.sources)}")
         t_in, t_rej = sum(c["in"] for c in trace_counts), sum(c["rejected"] for c in trace_counts)
-        if t_in and t_rej / t_in > opts.max_reject_fraction:  # skipped code files are filtering, not errors
+        if t_in and t_rej / t_in > data.max_reject_fraction:  # skipped code files are filtering, not errors
             top = ", ".join(f"{k} x{v}" for k, v in rejects.reasons.most_common(3))
             raise FinetuneError(f"{t_rej} of {t_in} records rejected ({t_rej / t_in:.0%} > max_reject_fraction "
-                                f"{opts.max_reject_fraction:.0%}); top reasons: {top}; see {out / 'rejects.jsonl'}")
+                                f"{data.max_reject_fraction:.0%}); top reasons: {top}; see {out / 'rejects.jsonl'}")
         if tokens_trained == 0:
             raise FinetuneError("no token would be trained: no usable assistant turn or code file (all rejected, "
                                 f"or train: false); see {out / 'rejects.jsonl'}")

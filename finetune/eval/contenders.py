@@ -33,7 +33,11 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from finetune import FinetuneError
-from finetune.data.templates import TEMPLATES
+from finetune.contracts.chat import TEMPLATES, recognise
+from finetune.contracts.tokenizer import load_tokenizer
+from finetune.pool.manifest import load_manifest
+from finetune.pool.request import BadRequest, parse_request
+from finetune.pool.runtime import Pool, QuorumError
 
 
 @dataclass
@@ -97,11 +101,6 @@ def plain_messages(messages: list[dict]) -> list[dict]:
     return [{**m, "content": m.get("content") or ""} for m in messages]
 
 
-def _template_format(template: str | None) -> str | None:
-    from finetune.pool.build import tool_call_format
-
-    fmt = tool_call_format(template)
-    return fmt if fmt in TEMPLATES else None
 
 
 class Contender:
@@ -135,7 +134,6 @@ class HFModel(Contender):
         from transformers import AutoModelForCausalLM
 
         from finetune.export.source import open_source
-        from finetune.model.tokenizer import load_tokenizer
 
         src = open_source(self.path, self.adapter)
         tok_dir = next((p for p in (src.run and src.run / "tokenizer", src.adapter, src.model)
@@ -154,7 +152,7 @@ class HFModel(Contender):
                 model.resize_token_embeddings(len(self.tok))
             model = PeftModel.from_pretrained(model, str(src.adapter)).merge_and_unload()
         self.model = model.to(self.device).eval()
-        self.format = _template_format(self.tok.chat_template)
+        self.format = recognise(self.tok.chat_template)
         ends = {self.tok.eos_token_id, *(self.tok.convert_tokens_to_ids(t.end_of_turn) for t in TEMPLATES.values()
                                          if t.end_of_turn in self.tok.get_vocab())}
         self.stop_ids = sorted(i for i in ends if i is not None)
@@ -205,7 +203,7 @@ class GGUFModel(Contender):
             raise FinetuneError(f"{self.path}: no such GGUF file")
         self.llm = await asyncio.to_thread(llama_cpp.Llama, str(self.path), n_ctx=self.context_length or 0,
                                            verbose=False)
-        self.format = _template_format(self.llm.metadata.get("tokenizer.chat_template"))
+        self.format = recognise(self.llm.metadata.get("tokenizer.chat_template"))
 
     def _one(self, task: dict, gen: dict) -> Reply:
         with self.lock:  # one llama.cpp context: requests take turns, as on a llama.cpp server
@@ -290,7 +288,6 @@ class PoolModel(Contender):
 
     def __init__(self, name: str, manifest_path: Path, mode: str | None, members: list[str] | None,
                  samples: int | None):
-        from finetune.pool.manifest import load_manifest
 
         self.manifest_path = Path(manifest_path)
         m = load_manifest(self.manifest_path)
@@ -315,14 +312,11 @@ class PoolModel(Contender):
         super().__init__(name, f"pool {m.name} ({what}; {data['fusion']['mode']}, {m.judge.kind} judge)", 0.0)
 
     async def start(self) -> None:
-        from finetune.pool.runtime import Pool
 
         self.pool = Pool(self.manifest_path, manifest=self.manifest)
         await self.pool.start()
 
     async def _one(self, task: dict, gen: dict) -> Reply:
-        from finetune.pool.request import BadRequest, parse_request
-        from finetune.pool.runtime import QuorumError
 
         body = {**_request(task, gen), "model": self.manifest.name}
         start = time.perf_counter()

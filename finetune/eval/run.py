@@ -17,8 +17,8 @@ interrupted or repeated run recomputes nothing it already has.
 
 Example::
 
-    from finetune.config import load_recipe
-    summary = evaluate(load_recipe("recipes/eval/demo.yaml", schema=EvalRecipe))
+    from finetune.contracts.schema import load_recipe
+    summary = evaluate(load_recipe("recipes/eval/demo.yaml", [], EvalRecipe))
     print(summary["recommendation"])
 """
 
@@ -33,15 +33,17 @@ import time
 from pathlib import Path
 
 from finetune import FinetuneError
+from finetune.contracts.artifacts import HF_FORMATS
 from finetune.data.prepare import Rejects
 from finetune.eval import report
+from finetune.eval.config import Contender as Spec
+from finetune.eval.config import EvalRecipe
 from finetune.eval.contenders import Contender, EndpointModel, GGUFModel, HFModel, PoolModel, Reply, read_wire_calls
-from finetune.eval.recipe import Contender as Spec
-from finetune.eval.recipe import EvalRecipe
 from finetune.eval.score import score_calls
 from finetune.eval.tasks import load_tasks, task_key
+from finetune.judge.sandbox import Limits, Sandbox
+from finetune.pool.manifest import artifact_root, artifacts_of, load_manifest
 
-_HF_FORMATS = ("safetensors", "bnb-nf4")
 _FENCE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)(?:```|$)", re.S)
 
 
@@ -62,7 +64,6 @@ def expand(spec: Spec) -> list[tuple[Contender, list[Path]]]:
     if spec.endpoint:
         return [(EndpointModel(spec.name, spec.endpoint, spec.tool_call_format, spec.cost), [])]
     if spec.pool:
-        from finetune.pool.manifest import artifact_root, artifacts_of, load_manifest
 
         m = load_manifest(Path(spec.pool))  # every model the pool loads, its judge included
         files = [Path(spec.pool)] + [artifact_root(Path(spec.pool), a) / a.path for _, a in artifacts_of(m) if a.root]
@@ -80,7 +81,7 @@ def expand(spec: Spec) -> list[tuple[Contender, list[Path]]]:
         if spec.formats and fmt not in spec.formats:
             continue
         name = f"{spec.name}/{fmt}"
-        if fmt in _HF_FORMATS:
+        if fmt in HF_FORMATS:
             out.append((HFModel(name, path, cost=spec.cost), [path]))
         elif fmt.startswith("gguf-") and fmt != "gguf-lora":
             out.append((GGUFModel(name, path, cost=spec.cost), [path]))
@@ -107,7 +108,6 @@ def extract_code(text: str, task: dict) -> str:
 
 class _Scorer:
     def __init__(self, timeout_s: float):
-        from finetune.judge.sandbox import Limits, Sandbox
 
         self.box = Sandbox(Limits(wall_seconds=timeout_s, cpu_seconds=max(1, int(timeout_s))))
 

@@ -31,11 +31,12 @@ from collections import Counter
 from pathlib import Path
 
 from finetune import FinetuneError
-from finetune.data.formats import RecordError, detect_layout, layout_name, to_canonical
 from finetune.data.prepare import Rejects
 from finetune.data.sources import read_records
-from finetune.data.validate import validate_trace
-from finetune.eval.recipe import TaskFile, Tasks
+from finetune.data.traces.formats import layout_name
+from finetune.data.traces.read import read_traces
+from finetune.eval import bfcl
+from finetune.eval.config import TaskFile, Tasks
 
 CODE_PROMPT = ("Complete the Python function below. Answer with the whole function (and any imports it needs) "
                "in one ```python code block.\n\n```python\n{prompt}```")
@@ -109,17 +110,11 @@ def tool_tasks(spec: TaskFile, rejects: Rejects) -> tuple[list[dict], Counter]:
     counts: Counter = Counter(records=0, kept=0, rejected=0)
     fmt = layout_name(spec.format) if spec.format else None
     tasks: list[dict] = []
-    for raw in read_records(spec.path):
+    for item in read_traces(spec.path, fmt):
         counts["records"] += 1
-        if raw.error:
-            rejects.add(raw, "invalid_json", raw.error)
-            counts["rejected"] += 1
-            continue
-        try:
-            fmt = fmt or detect_layout(raw.record)
-            trace = validate_trace(to_canonical(raw.record, fmt))
-        except RecordError as exc:
-            rejects.add(raw, exc.reason, exc.detail, raw.record.get("id") if isinstance(raw.record, dict) else None)
+        raw, trace = item.raw, item.trace
+        if item.error:
+            rejects.add(raw, item.error.reason, item.error.detail, item.record_id)
             counts["rejected"] += 1
             continue
         category = raw.record.get("category") if isinstance(raw.record.get("category"), str) else None
@@ -189,7 +184,6 @@ def load_tasks(spec: Tasks, rejects: Rejects) -> tuple[list[dict], dict]:
     tasks, sources = [], {}
     _from_files("tool_calls", spec.tool_calls, tool_tasks, rejects, tasks, sources)
     if spec.bfcl:
-        from finetune.eval import bfcl
 
         for category in spec.bfcl.categories:
             _from_package(f"bfcl/{category}", bfcl.load(category, spec.bfcl.limit), tasks, sources)

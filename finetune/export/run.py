@@ -29,13 +29,12 @@ from pathlib import Path
 import torch
 
 from finetune import FinetuneError, __version__
+from finetune.contracts.artifacts import FORMATS, LOSSLESS, check_new_folder, sha256_file, staged_folder
 from finetune.export import card, hf, to_gguf, verify
 from finetune.export.source import Source, open_source
-from finetune.files import check_new_folder, file_problem, sha256_file, staged_folder
+from finetune.train.config import Train
+from finetune.train.model import attach_adapter, load_model
 
-FORMATS = ("safetensors", "adapter", "gguf-f16", "gguf-bf16", "gguf-q8_0", "gguf-q4_k_m", "gguf-q5_k_m",
-           "gguf-q6_k", "gguf-lora", "bnb-nf4")
-LOSSLESS = ("safetensors", "adapter", "gguf-f16", "gguf-bf16", "gguf-lora")
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -97,8 +96,6 @@ def _reference(src: Source, tokenizer):
 
 def _qlora_as_trained(src: Source, ref) -> dict:
     """How far the 16-bit merge is from the 4-bit model the adapter was trained against."""
-    from finetune.config import Train
-    from finetune.train.model import attach_adapter, load_model
 
     train = Train.model_validate(src.run_info["recipe"]["train"])
     model = attach_adapter(load_model(str(src.model), train, "fp32"), src.adapter).eval()
@@ -190,16 +187,3 @@ def export(path: Path, formats: list[str], out: Path, adapter: Path | None = Non
     return report
 
 
-def verify_artifacts(out: Path) -> list[str]:
-    """Re-hash every file listed in ``out/artifacts.json``; returns the problems (empty: all good)."""
-    out = Path(out)
-    manifest = out / "artifacts.json"
-    if not manifest.exists():
-        raise FinetuneError(f"{manifest} not found: not a finished export (an interrupted one leaves none)")
-    problems = []
-    for artifact in json.loads(manifest.read_text())["artifacts"]:
-        for f in artifact["files"]:
-            problem = file_problem(out / f["path"], f["bytes"], f["sha256"], "artifacts.json")
-            if problem:
-                problems.append(f"{f['path']}: {problem}")
-    return problems

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from finetune import FinetuneError
+from finetune.train.model import attach_adapter
 
 MIN_CORR, MAX_KL, GREEDY_TOKENS = 0.999, 1e-2, 16
 PROMPTS = [
@@ -138,7 +139,6 @@ def load_hf(folder: Path, adapter: Path | None = None):
 
     model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
     if adapter is not None:
-        from finetune.train.model import attach_adapter
 
         model = attach_adapter(model, adapter)
     return model.eval()

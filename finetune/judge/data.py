@@ -33,31 +33,20 @@ import json
 import random
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from finetune import FinetuneError
+from finetune import FinetuneError, RecordError
+from finetune.contracts.judging import judge_prompt
 from finetune.data.sources import read_records
+from finetune.data.traces.formats import tools_list
+from finetune.data.traces.read import read_traces
+from finetune.judge.config import JudgeDataOptions
 from finetune.judge.mutate import mutants, normalise
 from finetune.judge.sandbox import Limits, Sandbox
 from finetune.judge.tools import trace_pairs
 
 FIELDS = ("task_id", "prompt", "canonical_solution", "test", "entry_point")
 ASK = "Complete the following Python function.\n\n```python\n{prompt}```"
-
-
-@dataclass
-class JudgeDataOptions:
-    out: Path
-    problems: list[Path] = field(default_factory=list)
-    traces: list[Path] = field(default_factory=list)
-    preferences: list[Path] = field(default_factory=list)
-    mutants: int = 6
-    validation_fraction: float = 0.2
-    seed: int = 42
-    workers: int = 2
-    timeout: float = 10.0
-    unsafe: bool = False
 
 
 def _reject(rejects: list, raw, reason: str) -> None:
@@ -160,21 +149,15 @@ def _code_pairs(opts: JudgeDataOptions, stats: dict, rejects: list, results: lis
 
 
 def _tool_pairs(opts: JudgeDataOptions, stats: dict, rejects: list) -> list[dict]:
-    from finetune.data.formats import RecordError, detect_layout, to_canonical
-    from finetune.data.validate import validate_trace
-
     pairs, reasons = [], Counter()
     for path in opts.traces:
-        for raw in read_records(path):
+        for item in read_traces(path):
             stats["traces"]["in"] += 1
-            try:
-                if raw.error:
-                    raise RecordError("invalid_json", raw.error)
-                trace = validate_trace(to_canonical(raw.record, detect_layout(raw.record)))
-            except RecordError as exc:
-                _reject(rejects, raw, exc.reason)
+            if item.error:
+                _reject(rejects, item.raw, item.error.reason)
                 continue
             stats["traces"]["ok"] += 1
+            trace, raw = item.trace, item.raw
             group = trace.get("id") or f"{raw.source}:{raw.line}"
             for pair in trace_pairs(trace):
                 reasons[pair["reason"]] += 1
@@ -206,8 +189,6 @@ def _as_messages(value, role: str):
 def _preference(record) -> tuple[dict | None, str | None]:
     """One TRL preference record in any of its layouts -> conversational with explicit prompt,
     rendered in the judge's one prompt layout (tools as signatures, calls as text)."""
-    from finetune.data.formats import RecordError, tools_list
-    from finetune.judge.tools import judge_prompt
 
     if not isinstance(record, dict) or "chosen" not in record or "rejected" not in record:
         return None, "missing_chosen_or_rejected"
@@ -266,10 +247,6 @@ def build(opts: JudgeDataOptions) -> dict:
     """Write the preference dataset, results, rejects and stats to ``opts.out``; return the stats."""
     from datasets import Dataset, DatasetDict
 
-    if not opts.problems and not opts.preferences and not opts.traces:
-        raise FinetuneError("judge data: pass --problems FILE, --traces FILE and/or --preferences FILE")
-    if not 0 <= opts.validation_fraction < 1:
-        raise FinetuneError(f"--validation-fraction {opts.validation_fraction}: use 0 <= f < 1")
     stats = {"problems": {"in": 0, "ok": 0, "rejected": 0}, "traces": {"in": 0, "ok": 0, "rejected": 0},
              "preferences": {"in": 0, "ok": 0, "rejected": 0},
              "candidates": {}, "sandbox": Counter(), "pairs": {}, "rejects_by_reason": {}}
@@ -298,3 +275,20 @@ def build(opts: JudgeDataOptions) -> dict:
     (out / "rejects.jsonl").write_text("".join(json.dumps(r, default=str) + "\n" for r in rejects))
     (out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
     return stats
+
+
+def load_pairs(folders: list[str]):
+    """train and validation splits of every judge data folder, concatenated."""
+    from datasets import concatenate_datasets, load_from_disk
+
+    splits: dict[str, list] = {"train": [], "validation": []}
+    for folder in folders:
+        if not (Path(folder) / "dataset").exists():
+            raise FinetuneError(f"judge.datasets: {folder} is not a `finetune judge data` folder (no dataset/)")
+        data = load_from_disk(str(Path(folder) / "dataset"))
+        for name in splits:
+            if name in data:
+                splits[name].append(data[name])
+    if not splits["train"]:
+        raise FinetuneError(f"judge.datasets {folders}: no training pairs")
+    return {k: concatenate_datasets(v) if v else None for k, v in splits.items()}

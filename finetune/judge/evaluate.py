@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from finetune import FinetuneError
+from finetune.judge.data import load_pairs
 
 
 def _by(keys: list[str], correct: list[bool]) -> dict:
@@ -84,7 +85,6 @@ def _reward_metrics(run: Path, pairs, out: Path) -> dict:
 
 def evaluate(run: Path, datasets: list[str], out: Path) -> dict:
     """Score the held-out pairs of ``datasets`` with the judge in ``run``; write ``out/eval.json``."""
-    from finetune.judge.train import load_pairs
 
     run, out = Path(run), Path(out)
     info_path = run / "judge.json"

@@ -8,59 +8,30 @@ execution or the call checker found. Training is ordinary SFT through the toolki
 (``data prepare`` masks: only the verdict is trained; ``train`` with the recipe's ``train``
 section); a LoRA adapter is merged so the run folder holds one plain ``model/``.
 
+The prompt and verdict layout is the judge's contract with the pool: :mod:`finetune.contracts.judging`.
+
 Example::
 
-    messages = verdict_prompt(prompt, [answer_a, answer_b])
-    winner = parse_verdict(generated_text, 2)   # "A", "B" or None
+    judge = GenerativeJudge(Path("runs/judge"))
+    judge.pick(prompt, [answer_a, answer_b])   # 0, 1 or None
 """
 
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import torch
 
-from finetune.judge.score import as_text
-
-LETTERS = "ABCDEFGH"
-SYSTEM = ("You judge answers to coding and tool-use tasks. Read the task and the candidates, then reply with "
-          'JSON only: {"winner": "<letter>", "scores": {"<letter>": 0-10, ...}, "rationale": "<one sentence>"}.')
-_JSON = re.compile(r"\{.*\}", re.DOTALL)
-
-
-# The verdict prompt's pieces; a pool manifest carries them (judge.templates) so the gateway asks
-# in the layout the judge was trained on. MERGE is what `fusion.mode: merge` asks instead.
-TEMPLATES = {"system": SYSTEM, "task": "Task:\n{task}", "candidate": "Candidate {letter}:\n{answer}",
-             "merge": "Write one answer to the task that keeps what is right in the candidates and drops what "
-                      "is wrong. Reply with the answer only."}
-
-
-def verdict_prompt(prompt: list[dict], answers: list[list[dict]], templates: dict = TEMPLATES,
-                   instruction: str = "system") -> list[dict]:
-    parts = [templates["task"].format(task=as_text(prompt))]
-    parts += [templates["candidate"].format(letter=LETTERS[i], answer=a[-1]["content"]) for i, a in enumerate(answers)]
-    return [{"role": "system", "content": templates[instruction]}, {"role": "user", "content": "\n\n".join(parts)}]
-
-
-def verdict(winner: int, n: int, reason: str) -> str:
-    scores = {LETTERS[i]: 9 if i == winner else 2 for i in range(n)}
-    losers = ", ".join(LETTERS[i] for i in range(n) if i != winner)
-    return json.dumps({"winner": LETTERS[winner], "scores": scores,
-                       "rationale": f"{losers} is wrong ({reason.split(':')[-1]}); {LETTERS[winner]} is right."})
-
-
-def parse_verdict(text: str, n: int) -> int | None:
-    """Index of the winning candidate, or None when the text holds no usable verdict."""
-    m = _JSON.search(text)
-    try:
-        winner = json.loads(m.group(0))["winner"] if m else None
-    except (json.JSONDecodeError, KeyError, TypeError):
-        return None
-    return LETTERS.index(winner) if isinstance(winner, str) and winner in LETTERS[:n] else None
+from finetune.contracts.judging import parse_verdict, verdict, verdict_prompt
+from finetune.data.config import Data, Prepare, Source
+from finetune.data.prepare import prepare
+from finetune.judge.data import load_pairs
+from finetune.train.config import PreparedSet, Recipe
+from finetune.train.model import attach_adapter
+from finetune.train.run import train
 
 
 def _records(pairs) -> list[dict]:
@@ -77,17 +48,13 @@ def _records(pairs) -> list[dict]:
 def train_generative(recipe, run: Path, show_progress: bool) -> None:
     from accelerate import PartialState
 
-    from finetune.config import Data, PreparedSet, Recipe, Source
-    from finetune.data.prepare import PrepareOptions, prepare
-    from finetune.judge.train import load_pairs
-    from finetune.train.run import train
 
     state = PartialState()
     verdicts = run / "verdicts.jsonl"
     if state.is_main_process:  # under `accelerate launch` one process prepares, the others wait
         pairs = load_pairs(recipe.judge.datasets)
         verdicts.write_text("".join(json.dumps(r) + "\n" for r in _records(pairs["train"])))
-        prepare(PrepareOptions(model=recipe.model.path, sources=[(str(verdicts), "openai")], out=str(run / "data"),
+        prepare(Prepare.of(model=recipe.model.path, sources=[(str(verdicts), "openai")], out=str(run / "data"),
                                max_seq_length=recipe.judge.max_length, validation_fraction=0.0,
                                max_reject_fraction=0.5, chat_template=recipe.model.chat_template))
     state.wait_for_everyone()
@@ -106,7 +73,6 @@ def _save_plain(recipe, sft_run: Path, out: Path) -> None:
     if (sft_run / "model").exists():
         model = AutoModelForCausalLM.from_pretrained(str(sft_run / "model"))
     else:
-        from finetune.train.model import attach_adapter
 
         base = AutoModelForCausalLM.from_pretrained(recipe.model.path, dtype=torch.float32)
         model = attach_adapter(base, sft_run / "adapter").merge_and_unload()

@@ -24,10 +24,7 @@ from pathlib import Path
 import torch
 
 from finetune import FinetuneError
-
-
-def as_text(messages: list[dict]) -> str:
-    return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
+from finetune.contracts.judging import as_text
 
 
 def encode(tokenizer, prompt: list[dict], answer: list[dict], max_length: int) -> list[int]:

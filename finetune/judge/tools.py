@@ -33,8 +33,9 @@ import hashlib
 import json
 import random
 
-from finetune.data.formats import RecordError
-from finetune.data.validate import _check_call
+from finetune import RecordError
+from finetune.contracts.judging import judge_prompt, render_call, render_turn
+from finetune.contracts.toolcalls import check_call
 
 _OTHER_TYPE = {"string": [12345, True, None, ["x"]], "integer": ["seven", "12", 3.5, [1]],
                "number": ["seven", "1.5", False, {}], "boolean": ["yes", "true", 1, "no"],
@@ -44,71 +45,6 @@ _PLACEHOLDER = {"string": "example", "integer": 1, "number": 1.0, "boolean": Tru
 _INVENTED = ["force", "dry_run", "overwrite", "retries", "user_id", "format", "async_mode", "callback_url",
              "priority", "debug", "encoding", "region"]
 _INVENTED_VALUES = [True, "yes", 3, "json", None]
-
-
-def render_call(call: dict, raw_arguments: str | None = None) -> str:
-    args = raw_arguments if raw_arguments is not None else json.dumps(call["arguments"], ensure_ascii=False)
-    return f'<tool_call>{{"name": {json.dumps(call["name"])}, "arguments": {args}}}</tool_call>'
-
-
-def render_turn(message: dict, calls: list[str] | None = None) -> str:
-    parts = [message.get("content") or ""] if (message.get("content") or "").strip() else []
-    parts += calls if calls is not None else [render_call(c) for c in message.get("tool_calls", [])]
-    return "\n".join(parts)
-
-
-def signature(tool: dict) -> str:
-    """``name(req*: type, opt: "a"|"b") - description``: one line per tool for the judge's prompt."""
-    params = tool["parameters"]
-    required = set(params.get("required", []))
-    args = []
-    for name, schema in (params.get("properties") or {}).items():
-        kind = "|".join(json.dumps(v) for v in schema["enum"]) if schema.get("enum") else \
-            "|".join(schema["type"]) if isinstance(schema.get("type"), list) else schema.get("type", "any")
-        args.append(f"{name}{'*' if name in required else ''}: {kind}")
-    desc = (tool.get("description") or "").strip()
-    return f"{tool['name']}({', '.join(args)})" + (f" - {desc}" if desc else "")
-
-
-def _canonical_call(call: dict) -> dict:
-    """A tool call as the toolkit holds it ({name, arguments: dict}) from either that or the OpenAI
-    wire form ({function: {name, arguments: JSON text}})."""
-    f = call.get("function", call)
-    args = f.get("arguments")
-    if isinstance(args, str):
-        try:
-            args = json.loads(args) if args.strip() else {}
-        except json.JSONDecodeError:
-            return {"name": f.get("name"), "arguments": args}
-    return {"name": f.get("name"), "arguments": args}
-
-
-def judge_prompt(tools: list[dict], messages: list[dict]) -> list[dict]:
-    """What a judge reads before an answer: one system message (the conversation's own system text,
-    then the tools as signatures), then the conversation with assistant turns rendered as text,
-    calls included. Tools and calls may be in the toolkit's form or the OpenAI wire form; training
-    pairs and the pool's gateway both go through here, so the judge sees one layout."""
-    tools = [t.get("function", t) for t in tools or []]
-    first = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
-    out = []
-    if tools or first:
-        text = first
-        if tools:
-            text = (first + "\n\n" if first else "") + \
-                "Tools (* = required; call one as <tool_call>{\"name\": ..., \"arguments\": {...}}</tool_call>):\n" + \
-                "\n".join(signature(t) for t in tools)
-        out.append({"role": "system", "content": text})
-    for m in messages:
-        if m["role"] == "system":
-            continue
-        if m["role"] == "assistant":
-            calls = [_canonical_call(c) for c in m.get("tool_calls") or []]
-            out.append({"role": "assistant", "content": render_turn(
-                m, [render_call(c) if isinstance(c["arguments"], dict) else render_call(c, c["arguments"])
-                    for c in calls])})
-        else:
-            out.append({"role": m["role"], "content": m.get("content") or ""})
-    return out
 
 
 def _type_of(schema: dict) -> str | None:
@@ -153,7 +89,7 @@ def _checked(reason: str, call: dict, original: dict, tools: dict[str, dict]) ->
     if reason == "wrong_function":  # a declared tool that is not the one the trace called
         return call["name"] in tools and call["name"] != original.get("name")
     try:
-        checked = _check_call(call, tools, "corruption")
+        checked = check_call(call, tools, "corruption")
     except RecordError as exc:
         return exc.reason == reason
     # A needless call is valid by design; it must still differ from anything the trace did.

@@ -9,7 +9,7 @@ and ``eval.json`` (held-out pairwise accuracy, from :mod:`finetune.judge.evaluat
 
 Example::
 
-    run = train_judge(load_recipe("recipes/judge/minilm-reward.yaml", schema=JudgeRecipe))
+    run = train_judge(load_recipe("recipes/judge/minilm-reward.yaml", [], JudgeRecipe))
 """
 
 from __future__ import annotations
@@ -18,25 +18,15 @@ import json
 from pathlib import Path
 
 from finetune import FinetuneError
-from finetune.judge.recipe import JudgeRecipe
+from finetune.contracts.tokenizer import fit_tokenizer
+from finetune.judge.config import JudgeRecipe
+from finetune.judge.data import load_pairs
+from finetune.judge.evaluate import evaluate
+from finetune.judge.generative import train_generative
 from finetune.judge.score import encode
-
-
-def load_pairs(folders: list[str]):
-    """train and validation splits of every judge data folder, concatenated."""
-    from datasets import concatenate_datasets, load_from_disk
-
-    splits: dict[str, list] = {"train": [], "validation": []}
-    for folder in folders:
-        if not (Path(folder) / "dataset").exists():
-            raise FinetuneError(f"judge.datasets: {folder} is not a `finetune judge data` folder (no dataset/)")
-        data = load_from_disk(str(Path(folder) / "dataset"))
-        for name in splits:
-            if name in data:
-                splits[name].append(data[name])
-    if not splits["train"]:
-        raise FinetuneError(f"judge.datasets {folders}: no training pairs")
-    return {k: concatenate_datasets(v) if v else None for k, v in splits.items()}
+from finetune.train.callbacks import RunCallback, prepare_reporting, route_tensorboard
+from finetune.train.model import DTYPES, grow_vocab
+from finetune.train.run import resolve_precision, trainer_args
 
 
 def _tokenized(ds, tokenizer, max_length: int):
@@ -49,7 +39,6 @@ def _tokenized(ds, tokenizer, max_length: int):
 def _reward_config(recipe: JudgeRecipe, run: Path, precision: str, has_eval: bool):
     from trl import RewardConfig
 
-    from finetune.train.run import trainer_args
 
     return RewardConfig(save_strategy="no", max_length=None,  # inputs come encoded (score.encode)
                         center_rewards_coefficient=recipe.judge.center_rewards_coefficient,
@@ -62,10 +51,6 @@ def _train_reward(recipe: JudgeRecipe, run: Path, show_progress: bool) -> None:
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from trl import RewardTrainer
 
-    from finetune.model.tokenizer import fit_tokenizer
-    from finetune.train.callbacks import RunCallback, prepare_reporting, route_tensorboard
-    from finetune.train.model import DTYPES, grow_vocab
-    from finetune.train.run import resolve_precision
 
     t, j = recipe.train, recipe.judge
     precision = resolve_precision(t.precision)
@@ -116,7 +101,6 @@ def train_judge(recipe: JudgeRecipe, show_progress: bool = True) -> Path:
     """Train the judge the recipe describes; returns the run folder (with eval.json)."""
     from accelerate import PartialState
 
-    from finetune.judge.evaluate import evaluate
 
     state = PartialState()  # one process, or each of `accelerate launch`'s
     run = Path(recipe.train.output_dir)
@@ -129,7 +113,6 @@ def train_judge(recipe: JudgeRecipe, show_progress: bool = True) -> Path:
     if recipe.judge.kind == "reward_model":
         _train_reward(recipe, run, show_progress)
     else:
-        from finetune.judge.generative import train_generative
 
         train_generative(recipe, run, show_progress)
     if state.is_main_process:

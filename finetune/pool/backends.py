@@ -8,10 +8,8 @@ passed with ``--lora-adapters``; Ollama one Modelfile per member behind its own 
 with an ``endpoint`` are already served and get nothing. A reward-model judge runs inside the
 gateway; a generative judge is served like a member.
 
-Tool-call parser names per backend are for the toolkit's three templates (see
-``finetune.data.templates``): vLLM ``hermes`` / ``llama3_json`` / ``llama4_json``; SGLang
-``qwen25`` (the ``<tool_call>`` tags) / ``llama3`` / ``llama4``; llama.cpp's server reads the GGUF's
-own chat template; Ollama gets a Go TEMPLATE written here to match the Jinja one.
+Tool-call parser names and Ollama's Go TEMPLATE come from the chat format's record
+(:mod:`finetune.contracts.chat`); llama.cpp's server reads the GGUF's own chat template.
 """
 
 from __future__ import annotations
@@ -22,12 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from finetune import FinetuneError
+from finetune.contracts.chat import TEMPLATES
 from finetune.pool.manifest import Artifact, Manifest, Member, artifact_root
 
 BACKENDS = ("vllm", "llamacpp", "ollama", "sglang", "tgi", "litellm")
-VLLM_PARSER = {"hermes": "hermes", "llama3": "llama3_json", "llama4": "llama4_json"}
-SGLANG_PARSER = {"hermes": "qwen25", "llama3": "llama3", "llama4": "llama4"}
-END_OF_TURN = {"hermes": "<|im_end|>", "llama3": "<|eot_id|>", "llama4": "<|eot|>"}
 GGUF_PREFERENCE = ("gguf-q4_k_m", "gguf-q5_k_m", "gguf-q6_k", "gguf-q8_0", "gguf-f16", "gguf-bf16")
 HF_PREFERENCE = ("safetensors", "bnb-nf4")
 TGI_IMAGE = "ghcr.io/huggingface/text-generation-inference:3.3.6"
@@ -93,7 +89,8 @@ def _generative_judge(m: Manifest) -> bool:
 def plan_hf(m: Manifest, paths: Paths, backend: str, port: int) -> Plan:
     """vLLM and SGLang: one server per distinct base (adapters as LoRA modules), one per full model."""
     servers, tools = [], m.tool_call_format != "none"
-    parser = (VLLM_PARSER if backend == "vllm" else SGLANG_PARSER).get(m.tool_call_format)
+    chat = TEMPLATES.get(m.tool_call_format)
+    parser = chat and (chat.vllm_parser if backend == "vllm" else chat.sglang_parser)
 
     vllm = backend == "vllm"
 
@@ -209,87 +206,6 @@ def _endpoints(servers: list[Server]) -> dict[str, tuple[str, str]]:
     return {who: (f"http://127.0.0.1:{s.port}/v1", model) for s in servers for who, model in s.serves.items()}
 
 
-_GO_TEMPLATES = {
-    # The Go-template twins of finetune.data.templates (Ollama cannot run Jinja). BOS comes from the
-    # GGUF's add_bos_token, as Ollama adds it itself.
-    "hermes": """{{- $system := "" }}{{- range .Messages }}{{- if eq .Role "system" }}{{ $system = .Content }}{{ end }}{{- end }}
-{{- if or $system .Tools }}<|im_start|>system
-{{ $system }}
-{{- if .Tools }}{{ if $system }}
-
-{{ end }}You may call one or more functions. Their signatures are inside <tools></tools>:
-<tools>
-{{ range .Tools }}{{ json .Function }}
-{{ end }}</tools>
-
-For each call, answer with a JSON object inside <tool_call></tool_call> tags:
-<tool_call>
-{"name": <function-name>, "arguments": <args-json-object>}
-</tool_call>{{ end }}<|im_end|>
-{{ end }}
-{{- range .Messages }}
-{{- if eq .Role "tool" }}<|im_start|>tool
-<tool_response>
-{{ .Content }}
-</tool_response><|im_end|>
-{{ else if ne .Role "system" }}<|im_start|>{{ .Role }}
-{{ .Content }}
-{{- $content := .Content }}{{ range $i, $c := .ToolCalls }}{{ if or $content $i }}
-{{ end }}<tool_call>
-{"name": {{ json $c.Function.Name }}, "arguments": {{ json $c.Function.Arguments }}}
-</tool_call>{{ end }}<|im_end|>
-{{ end }}
-{{- end }}<|im_start|>assistant
-""",
-    "llama3": """{{- $system := "" }}{{- range .Messages }}{{- if eq .Role "system" }}{{ $system = .Content }}{{ end }}{{- end }}
-{{- if or $system .Tools }}<|start_header_id|>system<|end_header_id|>
-
-{{ $system }}
-{{- if .Tools }}{{ if $system }}
-
-{{ end }}You can call the functions below. To call one, answer with a JSON object {"name": function name, "parameters": arguments}, one call per line.
-
-{{ range .Tools }}{{ json .Function }}
-{{ end }}{{ end }}<|eot_id|>
-{{- end }}
-{{- range .Messages }}
-{{- if eq .Role "tool" }}<|start_header_id|>ipython<|end_header_id|>
-
-{{ .Content }}<|eot_id|>
-{{- else if ne .Role "system" }}<|start_header_id|>{{ .Role }}<|end_header_id|>
-
-{{ .Content }}
-{{- $content := .Content }}{{ range $i, $c := .ToolCalls }}{{ if or $content $i }}
-{{ end }}{"name": {{ json $c.Function.Name }}, "parameters": {{ json $c.Function.Arguments }}}{{ end }}<|eot_id|>
-{{- end }}
-{{- end }}<|start_header_id|>assistant<|end_header_id|>
-
-""",
-    "llama4": """{{- $system := "" }}{{- range .Messages }}{{- if eq .Role "system" }}{{ $system = .Content }}{{ end }}{{- end }}
-{{- if or $system .Tools }}<|header_start|>system<|header_end|>
-
-{{ $system }}
-{{- if .Tools }}{{ if $system }}
-
-{{ end }}You can call the functions below. To call one, answer with a JSON object {"name": function name, "parameters": arguments}, one call per line.
-
-{{ range .Tools }}{{ json .Function }}
-{{ end }}{{ end }}<|eot|>
-{{- end }}
-{{- range .Messages }}
-{{- if eq .Role "tool" }}<|header_start|>ipython<|header_end|>
-
-{{ .Content }}<|eot|>
-{{- else if ne .Role "system" }}<|header_start|>{{ .Role }}<|header_end|>
-
-{{ .Content }}
-{{- if .ToolCalls }}<|python_start|>{{ range $i, $c := .ToolCalls }}{{ if $i }}
-{{ end }}{"name": {{ json $c.Function.Name }}, "parameters": {{ json $c.Function.Arguments }}}{{ end }}<|python_end|>{{ end }}<|eot|>
-{{- end }}
-{{- end }}<|header_start|>assistant<|header_end|>
-
-""",
-}
 
 
 def plan_ollama(m: Manifest, paths: Paths) -> Plan:
@@ -317,9 +233,9 @@ def plan_ollama(m: Manifest, paths: Paths) -> Plan:
         else:
             art = _need(pick(x.artifacts, GGUF_PREFERENCE), f"members[{name}]", "Ollama", "a GGUF")
             lines, fmt, sampling, length = [f"FROM {rel(art)}"], x.tool_call_format, x.sampling, x.context_length
-        if fmt in _GO_TEMPLATES:
-            lines.append(f'TEMPLATE """{_GO_TEMPLATES[fmt]}"""')
-            lines.append(f'PARAMETER stop "{END_OF_TURN[fmt]}"')
+        if fmt in TEMPLATES:
+            lines.append(f'TEMPLATE """{TEMPLATES[fmt].ollama}"""')
+            lines.append(f'PARAMETER stop "{TEMPLATES[fmt].end_of_turn}"')
         lines.append(f"PARAMETER num_ctx {length}")
         if sampling:
             lines += [f"PARAMETER temperature {sampling.temperature}", f"PARAMETER top_p {sampling.top_p}",

@@ -28,7 +28,7 @@ that cannot call tools, is refused with each member's format, unless ``tools: fa
 
 Example::
 
-    manifest = build_pool(load_recipe("pool.yaml", schema=PoolSpec), Path("runs/pool/manifest.json"))
+    manifest = build_pool(load_recipe("pool.yaml", [], PoolSpec), Path("runs/pool/manifest.json"))
 """
 
 from __future__ import annotations
@@ -39,73 +39,24 @@ import re
 import time
 from pathlib import Path
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import ValidationError
 
 import finetune
 from finetune import FinetuneError
-from finetune.config import format_errors
-from finetune.data.templates import TEMPLATES
-from finetune.files import sha256_file
+from finetune.contracts.artifacts import sha256_file
+from finetune.contracts.chat import recognise
+from finetune.contracts.judging import VERDICT_TEMPLATES
+from finetune.contracts.schema import format_errors
+from finetune.pool.config import JudgeSpec, MemberSpec, PoolSpec
 from finetune.pool.manifest import (
-    NAME,
     SCHEMA_VERSION,
     Artifact,
     Base,
-    Endpoint,
     FileRef,
-    Fusion,
     Judge,
     Manifest,
     Member,
-    Sampling,
-    ToolCallFormat,
-    _Strict,
 )
-
-
-class MemberSpec(_Strict):
-    name: str = Field(pattern=NAME, description="Served model name of the member.")
-    export: str | None = Field(default=None, description="Export folder (artifacts.json) of a merged model.")
-    base: str | None = Field(default=None, description="Export folder of the base this member's adapter needs.")
-    adapter: str | None = Field(default=None, description="Export folder holding the adapter (`adapter`, "
-                                                          "`gguf-lora`).")
-    endpoint: Endpoint | None = Field(default=None, description="A running OpenAI-compatible server.")
-    tool_call_format: ToolCallFormat | None = Field(default=None, description="Override what is read from "
-                                                    "the chat template (needed for endpoints).")
-    context_length: int | None = Field(default=None, ge=16, description="Override (needed for endpoints).")
-    sampling: Sampling = Field(default_factory=Sampling)
-    cost: float = Field(default=1.0, gt=0.0, description="Relative cost of one call.")
-    samples: int = Field(default=1, ge=1, le=8, description="Self-fusion: answers drawn from this member per "
-                                                            "request (seeds 1..N), judged with the others.")
-
-    @model_validator(mode="after")
-    def _one_kind(self):
-        kinds = [k for k, v in (("export", self.export), ("base + adapter", self.base or self.adapter),
-                                ("endpoint", self.endpoint)) if v]
-        if len(kinds) != 1:
-            raise ValueError(f"member {self.name!r}: give exactly one of export, base + adapter, endpoint "
-                             f"(got {kinds or 'none'})")
-        if bool(self.base) != bool(self.adapter):
-            raise ValueError(f"member {self.name!r}: base and adapter go together")
-        if self.samples > 1 and self.sampling.temperature == 0:
-            raise ValueError(f"member {self.name!r}: samples {self.samples} at temperature 0 are one answer "
-                             "N times; set sampling.temperature above 0")
-        return self
-
-
-class JudgeSpec(_Strict):
-    run: str = Field(description="A `finetune judge train` run folder (judge.json + model/).")
-    export: str | None = Field(default=None, description="Export folder of a generative judge (GGUF for "
-                                                         "llama.cpp), from `finetune export RUN ...`.")
-
-
-class PoolSpec(_Strict):
-    name: str = Field(pattern=NAME, description="Served model name of the pool.")
-    members: list[MemberSpec] = Field(min_length=1)
-    judge: JudgeSpec
-    fusion: Fusion = Field(default_factory=Fusion)
-    tools: bool = Field(default=True, description="Serve tool calls (every member must then write them the "
-                                                  "same way); false: the pool answers in text only.")
 
 
 def _rel(path: Path, manifest_dir: Path) -> str:
@@ -167,21 +118,6 @@ def describe(artifacts: list[Artifact], folder: Path) -> tuple[str | None, int |
     return None, None
 
 
-def tool_call_format(template: str | None) -> ToolCallFormat | None:
-    """The toolkit template a chat template is (exactly, or by its tool-call markers)."""
-    if not template:
-        return None
-    for name, t in TEMPLATES.items():
-        if template.strip() == t.jinja.strip():
-            return name
-    if "<tool_call>" in template:
-        return "hermes"
-    if "<|python_start|>" in template:
-        return "llama4"
-    if "<|start_header_id|>" in template and re.search(r"ipython|tool", template):
-        return "llama3"
-    return None
-
 
 def _member(spec: MemberSpec, manifest_dir: Path, bases: dict[str, Base]) -> Member:
     where = f"members[{spec.name}]"
@@ -221,7 +157,7 @@ def _member(spec: MemberSpec, manifest_dir: Path, bases: dict[str, Base]) -> Mem
         template, length = template or base.chat_template, base.context_length
     else:
         template, length = None, None
-    fmt = spec.tool_call_format or tool_call_format(template) or "none"
+    fmt = spec.tool_call_format or recognise(template) or "none"
     length = spec.context_length or length
     if length is None:
         raise FinetuneError(f"{where}: context length unknown; set `context_length:` for this member")
@@ -231,7 +167,6 @@ def _member(spec: MemberSpec, manifest_dir: Path, bases: dict[str, Base]) -> Mem
 
 
 def _judge(spec: JudgeSpec, manifest_dir: Path) -> Judge:
-    from finetune.judge.generative import TEMPLATES
 
     run = Path(spec.run)
     info_path = run / "judge.json"
@@ -248,7 +183,7 @@ def _judge(spec: JudgeSpec, manifest_dir: Path) -> Judge:
                   "sentence_pair: [CLS] prompt as 'role: text' lines, cut from the left [SEP] answer [SEP]")
         templates = {"input": layout}
     else:
-        templates = dict(TEMPLATES)
+        templates = dict(VERDICT_TEMPLATES)
     return Judge(kind=info["kind"], artifacts=artifacts, base_model=info.get("base_model"),
                  max_length=info["max_length"], templates=templates)
 

@@ -1,9 +1,11 @@
 """The fusion pool manifest: one JSON file that describes a pool (members, judge, fusion settings)
 well enough to serve it on any backend and to run it in the gateway.
 
-The schema is these pydantic models; ``export/fusion-manifest.schema.json`` is generated from
-them (``python -m finetune.pool.manifest --write-schema``; a test keeps the published copy in
-sync) so that tools in other languages can validate a manifest too. Reading is strict: unknown
+The schema is these pydantic models; ``fusion-manifest.schema.json`` beside this module (shipped
+in the wheel, and published as ``export/fusion-manifest.schema.json``) is generated from them
+(``python -m finetune.pool.manifest --write-schema``; a test keeps both copies in sync) so that
+tools in other languages can validate a manifest too, and ``pool verify`` checks a manifest
+against the shipped file as well as against the models. Reading is strict: unknown
 keys, wrong types and broken cross-field rules are errors, and a manifest written by a newer
 schema version is refused before anything else is read.
 
@@ -24,29 +26,26 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from finetune import FinetuneError
-from finetune.export.run import FORMATS
-from finetune.files import file_problem
+from finetune.contracts.artifacts import FORMATS, file_problem
+from finetune.contracts.chat import ToolCallFormat
+from finetune.contracts.schema import Strict, format_errors
 
 SCHEMA_VERSION = 1
-SCHEMA_FILE = Path(__file__).resolve().parents[2] / "export" / "fusion-manifest.schema.json"
-ToolCallFormat = Literal["hermes", "llama3", "llama4", "none"]
+SCHEMA_FILE = Path(__file__).with_name("fusion-manifest.schema.json")  # package data
+PUBLISHED_SCHEMA = Path("export") / "fusion-manifest.schema.json"  # in a source checkout
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # also a served model name, a file name and a URL segment
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class FileRef(_Strict):
+class FileRef(Strict):
     path: str = Field(description="Relative to the artifact's root.")
     bytes: int = Field(ge=0, description="Size in bytes.")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Lower-case hex SHA-256 of the content.")
 
 
-class Artifact(_Strict):
+class Artifact(Strict):
     format: Literal[FORMATS] = Field(description="What `finetune export --format` wrote.")
     root: str | None = Field(default=None, description="Folder the paths are relative to: relative to the "
                                                        "manifest's folder, or absolute.")
@@ -63,7 +62,7 @@ class Artifact(_Strict):
         return self
 
 
-class Endpoint(_Strict):
+class Endpoint(Strict):
     url: str = Field(pattern=r"^https?://", description="Base URL of an OpenAI-compatible API, e.g. "
                                                        "http://10.0.0.5:8000/v1.")
     model: str = Field(description="The `model` value that server expects.")
@@ -71,21 +70,21 @@ class Endpoint(_Strict):
                                                               "(the key itself never goes in the manifest).")
 
 
-class Sampling(_Strict):
+class Sampling(Strict):
     temperature: float = Field(default=0.2, ge=0.0, le=2.0)
     top_p: float = Field(default=0.95, gt=0.0, le=1.0)
     max_tokens: int = Field(default=512, ge=1)
     stop: list[str] = Field(default_factory=list, description="Extra stop strings.")
 
 
-class Base(_Strict):
+class Base(Strict):
     name: str = Field(pattern=NAME, description="Referenced by members' `base`.")
     artifacts: list[Artifact] = Field(min_length=1, description="The shared base model in one or more formats.")
     chat_template: str | None = Field(default=None, description="Jinja chat template (Hugging Face dialect).")
     context_length: int = Field(ge=16, description="Longest context the model was built for.")
 
 
-class Member(_Strict):
+class Member(Strict):
     name: str = Field(pattern=NAME, description="Served model name of this member.")
     artifacts: list[Artifact] = Field(default_factory=list, description="The member's own (merged) model, in "
                                                                          "one or more formats.")
@@ -121,7 +120,7 @@ class Member(_Strict):
         return self
 
 
-class Judge(_Strict):
+class Judge(Strict):
     kind: Literal["reward_model", "generative"] = Field(description="Scores each answer, or writes a verdict.")
     artifacts: list[Artifact] = Field(min_length=1, description="The judge model (`safetensors` from its run "
                                                                 "folder; exports add GGUF).")
@@ -134,7 +133,7 @@ class Judge(_Strict):
                                                   "and `merge`.")
 
 
-class Fusion(_Strict):
+class Fusion(Strict):
     mode: Literal["best_of", "merge", "debate"] = Field(default="best_of", description="best_of: the judge "
                                                         "picks one answer; merge: a generative judge writes "
                                                         "one from all; debate: members revise after seeing "
@@ -153,7 +152,7 @@ class Fusion(_Strict):
                                             "schemas and chosen among the valid ones, never merged.")
 
 
-class Manifest(_Strict):
+class Manifest(Strict):
     schema_version: Literal[1] = Field(description="Version of this schema; newer ones are refused.")
     name: str = Field(pattern=NAME, description="Served model name of the whole pool.")
     created: str = Field(description="UTC time of `pool build` (ISO 8601).")
@@ -190,7 +189,7 @@ class Manifest(_Strict):
 
 
 def schema() -> dict:
-    """The JSON Schema of the manifest (what export/fusion-manifest.schema.json holds)."""
+    """The JSON Schema of the manifest (what SCHEMA_FILE holds)."""
     out = Manifest.model_json_schema()
     return {"$schema": "https://json-schema.org/draft/2020-12/schema",
             "$id": f"https://finetune.dev/schemas/fusion-manifest-v{SCHEMA_VERSION}.json",
@@ -203,7 +202,6 @@ def schema_text() -> str:
 
 def parse_manifest(text: str, where: str) -> Manifest:
     """Strictly validate manifest JSON; ``where`` names it in errors."""
-    from finetune.config import format_errors
 
     try:
         raw = json.loads(text)
@@ -244,13 +242,26 @@ def artifacts_of(manifest: Manifest):
     yield from (("judge", a) for a in manifest.judge.artifacts)
 
 
+def schema_problems(raw: dict) -> list[str]:
+    """What the shipped JSON Schema file finds wrong with a manifest (the models already accepted
+    it: a problem here means the file and the models disagree)."""
+    import jsonschema
+
+    if not SCHEMA_FILE.is_file():
+        raise FinetuneError(f"{SCHEMA_FILE} is missing: this finetune was installed without its manifest schema; "
+                            "reinstall the package")
+    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text()))
+    return [f"schema: {'.'.join(map(str, e.absolute_path)) or '<top>'}: {e.message}"
+            for e in validator.iter_errors(raw)]
+
+
 def verify_manifest(path: Path) -> tuple[Manifest, list[str], int]:
-    """Check schema (raises on a bad manifest), then every local file's presence, size and sha256.
-    Returns the manifest, the problems (one line each, naming owner, format and file) and the
-    number of files checked."""
+    """Check the manifest against the models (raises on a bad manifest) and the shipped JSON Schema,
+    then every local file's presence, size and sha256. Returns the manifest, the problems (one
+    line each, naming owner, format and file) and the number of files checked."""
     path = Path(path)
     manifest = load_manifest(path)
-    problems, checked = [], 0
+    problems, checked = schema_problems(json.loads(path.read_text())), 0
     for owner, a in artifacts_of(manifest):
         if a.uri:
             continue
@@ -266,6 +277,6 @@ def verify_manifest(path: Path) -> tuple[Manifest, list[str], int]:
 if __name__ == "__main__":  # python -m finetune.pool.manifest --write-schema
     if sys.argv[1:] != ["--write-schema"]:
         sys.exit("usage: python -m finetune.pool.manifest --write-schema")
-    SCHEMA_FILE.parent.mkdir(exist_ok=True)
-    SCHEMA_FILE.write_text(schema_text())
-    print(f"wrote {SCHEMA_FILE}")
+    for target in (SCHEMA_FILE, PUBLISHED_SCHEMA):  # run from the repository root
+        target.write_text(schema_text())
+        print(f"wrote {target}")

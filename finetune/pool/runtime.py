@@ -44,11 +44,12 @@ from pathlib import Path
 
 import httpx
 
-from finetune import FinetuneError
-from finetune.data.formats import RecordError
-from finetune.data.templates import TEMPLATES
-from finetune.data.validate import _check_call
-from finetune.pool.manifest import Endpoint, Manifest, load_manifest
+from finetune import FinetuneError, RecordError
+from finetune.contracts.chat import TEMPLATES
+from finetune.contracts.judging import judge_prompt, parse_verdict, verdict_prompt
+from finetune.contracts.toolcalls import check_call
+from finetune.pool.local import LocalServers
+from finetune.pool.manifest import Endpoint, Manifest, artifact_root, load_manifest
 from finetune.pool.request import Job
 
 log = logging.getLogger("finetune.pool.runtime")
@@ -135,7 +136,7 @@ def _answer_problem(content: str, calls: list[dict], job: Job) -> tuple[str, str
                 return "invalid_tool_call", f"call to {f.get('name')!r}, but tool_choice names " \
                                             f"{choice['function']['name']!r}"
             try:
-                _check_call({"name": f.get("name"), "arguments": f.get("arguments")}, schemas, "tool call")
+                check_call({"name": f.get("name"), "arguments": f.get("arguments")}, schemas, "tool call")
             except RecordError as exc:
                 return "invalid_tool_call", f"{exc.reason}: {exc}"
         return None
@@ -167,7 +168,6 @@ def _format_problem(content: str, schema: dict) -> tuple[str, str] | None:
 
 def as_judged(answer: Answer) -> list[dict]:
     """An answer as the judge reads it: its text with calls rendered as <tool_call> lines."""
-    from finetune.judge.tools import judge_prompt
 
     return judge_prompt([], [{"role": "assistant", "content": answer.content, "tool_calls": answer.tool_calls}])
 
@@ -201,7 +201,6 @@ class Pool:
         m = self.manifest
         local = [x for x in m.members if x.endpoint is None]
         if local or (m.judge.kind == "generative" and m.judge.endpoint is None):
-            from finetune.pool.local import LocalServers
 
             self.local = LocalServers(m, self.manifest_path)
             started = await asyncio.to_thread(self.local.start)
@@ -214,7 +213,6 @@ class Pool:
             self.supervisor = asyncio.create_task(self._supervise())
         if m.judge.kind == "reward_model":
             from finetune.judge.score import RewardJudge
-            from finetune.pool.manifest import artifact_root
 
             art = next(a for a in m.judge.artifacts if a.format == "safetensors" and a.root)
             model_dir = artifact_root(self.manifest_path, art) / art.path
@@ -417,7 +415,6 @@ class Pool:
 
     async def _pick(self, messages, tools, candidates: list[Answer]) -> tuple[int, dict]:
         """Index of the winning candidate and what the judge said."""
-        from finetune.judge.tools import judge_prompt
 
         start = time.perf_counter()
         if self.reward is not None:
@@ -428,7 +425,6 @@ class Pool:
             return best, {"kind": "reward_model", "scores": {a.member: round(s, 4) for a, s in
                                                              zip(candidates, scores, strict=True)},
                           "latency_s": round(time.perf_counter() - start, 4)}
-        from finetune.judge.generative import parse_verdict
 
         record = {"kind": "generative"}
         text = await self._generate(self._judge_messages("system", messages, tools, candidates), record)
@@ -455,8 +451,6 @@ class Pool:
     def _judge_messages(self, instruction: str, messages, tools, candidates: list[Answer]) -> list[dict]:
         """The generative judge's conversation from the manifest's templates: the ``system``
         (verdict) or ``merge`` instruction, then the task and the candidates."""
-        from finetune.judge.generative import verdict_prompt
-        from finetune.judge.tools import judge_prompt
 
         return verdict_prompt(judge_prompt(tools or [], messages), [as_judged(a) for a in candidates],
                               self.manifest.judge.templates, instruction)

@@ -21,6 +21,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from finetune import FinetuneError
+
 MARKER = "COMPLETE"
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 
@@ -53,7 +55,6 @@ def prepare_reporting(report_to: list[str], run: Path) -> None:
     import importlib.util
     import os
 
-    from finetune import FinetuneError
 
     for name, package in TRACKERS.items():
         if name in report_to and importlib.util.find_spec(package) is None:

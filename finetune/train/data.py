@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from finetune import FinetuneError
-from finetune.config import PreparedSet, Recipe
+from finetune.data.prepare import load_prepared, prepare, weighted_rows
+from finetune.train.config import PreparedSet, Recipe
 
 
 @dataclass
@@ -30,7 +31,6 @@ class TrainingData:
 def _load_sets(sets: list[PreparedSet], max_len: int, seed: int) -> TrainingData:
     from datasets import concatenate_datasets
 
-    from finetune.data.prepare import load_prepared, weighted_rows
 
     trains, vals, stats, tokenizer_dir, record = [], [], {}, None, None
     for s in sets:
@@ -61,10 +61,9 @@ def training_data(recipe: Recipe, is_main: bool = True, barrier=lambda: None) ->
     """Load the recipe's prepared sets, or prepare its data section first (main process only)."""
     sets = recipe.train.datasets
     if sets is None:
-        from finetune.data.prepare import PrepareOptions, prepare
 
         if is_main:
-            prepare(PrepareOptions.from_recipe(recipe))
+            prepare(recipe)
         barrier()
         sets = [PreparedSet(path=recipe.data.output_dir)]
     data = _load_sets(sets, recipe.data.max_seq_length, recipe.train.seed)

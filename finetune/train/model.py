@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from finetune import FinetuneError
-from finetune.config import Train
+from finetune.train.config import Train
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 MOE_EXPERT_PARAMS = ["feed_forward.experts.gate_up_proj", "feed_forward.experts.down_proj"]

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from finetune import FinetuneError
+from finetune.train.model import DTYPES, attach_adapter, load_model
 
 
 @torch.no_grad()
@@ -91,7 +92,6 @@ def verify_saved(recipe, out: Path, precision: str, samples, trained_loss: float
 def _reload(recipe, out: Path, precision: str):
     from transformers import AutoModelForCausalLM
 
-    from finetune.train.model import DTYPES, attach_adapter, load_model
 
     device_map = {"": 0} if torch.cuda.is_available() else None
     if recipe.train.method == "full":

@@ -13,7 +13,7 @@ One process: ``finetune train RECIPE``. Many, through accelerate (DDP, DeepSpeed
 
 Example::
 
-    run_dir = train(load_recipe("recipes/tiny/traces.yaml"))
+    run_dir = train(load_recipe("recipes/tiny/traces.yaml", [], Recipe))
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from finetune import FinetuneError, __version__
-from finetune.config import Recipe, Train
+from finetune.data.traces.render import Renderer
 from finetune.train.callbacks import (
     CountingCollator,
     RunCallback,
@@ -37,6 +37,7 @@ from finetune.train.callbacks import (
     resume_point,
     route_tensorboard,
 )
+from finetune.train.config import Recipe, Train
 from finetune.train.data import training_data
 from finetune.train.model import adapter_config, check_targets, grow_vocab, is_llama4_moe, load_model, new_token_ids
 from finetune.train.report import mean_loss, plot_losses, verify_saved
@@ -76,7 +77,6 @@ def _check_launch() -> dict:
 
 def _check_tokenizer(tok, model_path: str) -> list[int]:
     """Refuse a tokenizer training cannot use; return the ids the model has no trained row for."""
-    from finetune.data.render import Renderer
 
     if tok.pad_token is None or tok.pad_token_id == tok.eos_token_id:
         raise FinetuneError(f"the data's tokenizer has pad token {tok.pad_token!r}, the same as EOS: padding would "

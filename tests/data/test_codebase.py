@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from finetune import FinetuneError
-from finetune.config import Codebase, Source
-from finetune.data.code import _Doc, _imports, python_order
-from finetune.data.codebase import Skip, walk_repository
-from finetune.data.prepare import PrepareOptions, load_prepared, prepare
-from finetune.data.render import IGNORE
-from finetune.data.secrets import Redactor
+from finetune.data.code.samples import _Doc, _imports, python_order
+from finetune.data.code.secrets import Redactor
+from finetune.data.code.walk import Skip, walk_repository
+from finetune.data.config import Codebase, Prepare, Source
+from finetune.data.prepare import load_prepared, prepare
+from finetune.data.traces.render import IGNORE
 from tests.conftest import REPO
 from tests.data.codebase_fixture import EMAIL, PUBLIC_IP, SECRETS, build_repo, write_eval_set
 
@@ -29,7 +29,7 @@ def repo(tmp_path_factory):
 
 
 def _prepare(model, out, *sources, **kw):
-    return prepare(PrepareOptions(model=str(model), sources=list(sources), out=str(out), **kw))
+    return prepare(Prepare.of(model=str(model), sources=list(sources), out=str(out), **kw))
 
 
 def _code(root, **opts):

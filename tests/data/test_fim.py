@@ -7,9 +7,9 @@ import random
 import pytest
 
 from finetune import FinetuneError
-from finetune.config import Source
-from finetune.data.fim import IGNORE, FimTokens, cut
-from finetune.data.prepare import PrepareOptions, load_prepared, prepare
+from finetune.data.code.fim import IGNORE, FimTokens, cut
+from finetune.data.config import Prepare, Source
+from finetune.data.prepare import load_prepared, prepare
 from tests.conftest import TOKENIZERS
 
 PREFIX, MIDDLE, SUFFIX = "def add(a, b):\n    ", "return a + b", "\n\nprint(add(1, 2))\n"
@@ -17,7 +17,7 @@ PREFIX, MIDDLE, SUFFIX = "def add(a, b):\n    ", "return a + b", "\n\nprint(add(
 
 @pytest.fixture(scope="module")
 def deepseek():
-    from finetune.model.tokenizer import load_tokenizer
+    from finetune.contracts.tokenizer import load_tokenizer
 
     return load_tokenizer(TOKENIZERS / "ggml-vocab-deepseek-coder.gguf")
 
@@ -28,7 +28,7 @@ def codellama(tmp_path_factory):
     (▁<PRE> 32007, ▁<SUF> 32008, ▁<MID> 32009, ▁<EOT> 32010), saved as a tokenizer folder."""
     from transformers import AddedToken
 
-    from finetune.model.tokenizer import load_tokenizer
+    from finetune.contracts.tokenizer import load_tokenizer
 
     tok = load_tokenizer(TOKENIZERS / "ggml-vocab-llama-spm.gguf")
     extra = [f"<extra_{i}>" for i in range(7)] + ["▁<PRE>", "▁<SUF>", "▁<MID>", "▁<EOT>"] + \
@@ -74,7 +74,7 @@ def test_code_llama_layout_has_no_dummy_space_inside(codellama):
 def test_starcoder_tokens_are_found_by_name():
     from transformers import AddedToken
 
-    from finetune.model.tokenizer import load_tokenizer
+    from finetune.contracts.tokenizer import load_tokenizer
 
     tok = load_tokenizer(TOKENIZERS / "ggml-vocab-llama-spm.gguf")
     names = ["<|endoftext|>", "<fim_prefix>", "<fim_middle>", "<fim_suffix>"]  # StarCoder's ids 0-3 order
@@ -90,7 +90,7 @@ def test_fim_without_fim_tokens_is_a_clear_error(models, tmp_path):
     root.mkdir()
     (root / "a.py").write_text("x = 1\n")
     with pytest.raises(FinetuneError, match=r"fill-in-the-middle needs FIM tokens.*remove `fim`"):
-        prepare(PrepareOptions(model=str(models["spm-hermes"]), out=str(tmp_path / "out"),
+        prepare(Prepare.of(model=str(models["spm-hermes"]), out=str(tmp_path / "out"),
                                sources=[Source(path=str(root), format="codebase", codebase={"fim": {"rate": 0.5}})]))
     assert not (tmp_path / "out" / "dataset").exists()
 
@@ -110,7 +110,7 @@ def test_prepare_fim_rate_and_middle_loss(codellama, tmp_path):
         (root / f"m{i}.py").write_text("".join(f"def f{i}_{j}(x):\n    return x * {j}\n" for j in range(10)))
     src = Source(path=str(root), format="codebase",
                  codebase={"fim": {"rate": 1.0, "spm_rate": 0.0, "loss": "middle"}})
-    stats = prepare(PrepareOptions(model=str(folder), sources=[src], out=str(tmp_path / "out"),
+    stats = prepare(Prepare.of(model=str(folder), sources=[src], out=str(tmp_path / "out"),
                                    validation_fraction=0.0, max_seq_length=512))
     assert stats["sources"][str(root)]["codebase"]["fim"] == {"psm": 12, "spm": 0, "too_long": 0}
     rows = load_prepared(tmp_path / "out")["train"]

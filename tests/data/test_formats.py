@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from finetune.data.formats import RecordError, detect_format, to_canonical
+from finetune import RecordError
 from finetune.data.sources import read_records
-from finetune.data.validate import validate_trace
+from finetune.data.traces.formats import detect_format, to_canonical
+from finetune.data.traces.validate import validate_trace
 from tests.conftest import write_jsonl
 
 WEATHER = {"name": "get_weather", "description": "Weather for a city.",
@@ -236,7 +237,7 @@ def test_a_null_user_turn_has_its_own_reason():
     ("Optional[int]", ["integer", "null"]), ("List[str]", "array"), ("Dict", "object"),
 ])
 def test_other_languages_type_names_map_to_json_types(declared, normalised):
-    from finetune.data.validate import normalise_tool
+    from finetune.data.traces.validate import normalise_tool
 
     tool = normalise_tool({"name": "f", "parameters": {"type": "object", "properties": {"x": {"type": declared}}}}, "t")
     assert tool["parameters"]["properties"]["x"].get("type") == normalised

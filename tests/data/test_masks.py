@@ -10,9 +10,9 @@ import json
 
 import pytest
 
-from finetune.data.formats import RecordError
-from finetune.data.render import IGNORE, Renderer
-from finetune.data.validate import validate_trace
+from finetune import RecordError
+from finetune.data.traces.render import IGNORE, Renderer
+from finetune.data.traces.validate import validate_trace
 
 TOOLS = [{"name": "run_tests", "description": "Run tests.",
           "parameters": {"type": "object", "properties": {"path": {"type": "string"}, "k": {"type": "integer"}},
@@ -131,7 +131,7 @@ def test_template_override_adds_the_tokens_it_needs(models):
 
 
 def test_reasoning_before_a_hermes_call_is_trained_with_the_call(tokenizers):
-    from finetune.data.formats import to_canonical
+    from finetune.data.traces.formats import to_canonical
 
     rec = {"conversations": [
         {"from": "system", "value": "<tools> " + json.dumps(TOOLS) + " </tools>"},

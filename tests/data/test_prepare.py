@@ -9,16 +9,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from finetune import FinetuneError
-from finetune.data.prepare import PrepareOptions, load_prepared, prepare
-from finetune.data.render import IGNORE, Renderer
-from finetune.data.validate import validate_trace
+from finetune.data.config import Prepare
+from finetune.data.prepare import load_prepared, prepare
+from finetune.data.traces.render import IGNORE, Renderer
+from finetune.data.traces.validate import validate_trace
 from tests.conftest import REPO, write_jsonl
 
 SAMPLES = sorted((REPO / "data" / "sample").iterdir())
 
 
 def _opts(model, sources, out, **kw):
-    return PrepareOptions(model=str(model), sources=[(str(s), "auto") for s in sources], out=str(out), **kw)
+    return Prepare.of(model=str(model), sources=[(str(s), "auto") for s in sources], out=str(out), **kw)
 
 
 def test_shipped_samples_add_up(models, tmp_path):

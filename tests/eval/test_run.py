@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from finetune.config import recipe_from_tree
-from finetune.eval.recipe import EvalRecipe
+from finetune.contracts.schema import recipe_from_tree
+from finetune.eval.config import EvalRecipe
 from finetune.eval.run import evaluate, extract_code
 from tests.conftest import write_jsonl
 from tests.pool.stubs import Stub
@@ -30,7 +30,7 @@ SOLUTIONS = {"interleave": "def interleave(a, b):\n    out = []\n    for i in ra
 def _references() -> dict[str, dict]:
     """The reference assistant turn of each held-out task, keyed by the conversation before it."""
     from finetune.data.prepare import Rejects
-    from finetune.eval.recipe import TaskFile
+    from finetune.eval.config import TaskFile
     from finetune.eval.tasks import tool_tasks
 
     with Rejects(Path("/dev/null")) as rejects:

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from finetune.data.prepare import Rejects
-from finetune.eval.recipe import TaskFile, Tasks
+from finetune.eval.config import TaskFile, Tasks
 from finetune.eval.tasks import load_tasks, task_key, tool_tasks
 from tests.conftest import write_jsonl
 

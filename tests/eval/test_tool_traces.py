@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from finetune.data.formats import to_canonical
-from finetune.data.validate import validate_trace
+from finetune.data.traces.formats import to_canonical
+from finetune.data.traces.validate import validate_trace
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "tool_traces.py"
 

@@ -38,7 +38,7 @@ def make_adapter(model: Path, out: Path, moe: bool = False, **lora) -> Path:
 @pytest.fixture(scope="session")
 def wide(models, tmp_path_factory) -> dict[str, Path]:
     """hidden-256 models: dense Llama with the SentencePiece vocabulary, Llama 4 MoE with Llama 3 BPE."""
-    from finetune.tiny import build_tiny_model
+    from finetune.model.tiny import build_tiny_model
 
     root = tmp_path_factory.mktemp("wide")
     return {"llama-spm": build_tiny_model("llama", TOKENIZERS / "ggml-vocab-llama-spm.gguf", root / "llama-spm",

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from finetune import FinetuneError
+from finetune.contracts.artifacts import verify_artifacts
 from finetune.export import to_gguf
-from finetune.export.run import export, verify_artifacts
+from finetune.export.run import export
 
 
 def test_merged_safetensors_match_the_adapter_model(exported):

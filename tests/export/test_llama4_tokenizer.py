@@ -24,7 +24,7 @@ def llama4_tokenizer_model(models, tmp_path_factory):
     from transformers import AutoTokenizer
 
     from finetune.export.to_gguf import LLAMA4_SPLIT
-    from finetune.tiny import build_tiny_model
+    from finetune.model.tiny import build_tiny_model
 
     root = tmp_path_factory.mktemp("llama4-tok")
     AutoTokenizer.from_pretrained(str(models["bpe-llama3"])).save_pretrained(str(root / "tok"))

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from finetune.cli import main
-from finetune.judge.data import JudgeDataOptions, build
+from finetune.judge.config import JudgeDataOptions
+from finetune.judge.data import build
 from finetune.judge.sandbox import Sandbox
 from tests.conftest import REPO, write_jsonl
 
@@ -96,7 +97,7 @@ def test_preferences_with_tool_calls_and_a_tools_column(tmp_path):
     as chosen / rejected, the tools in their own column; rendered as the judge reads requests."""
     from datasets import load_from_disk
 
-    from finetune.judge.tools import judge_prompt
+    from finetune.contracts.judging import judge_prompt
 
     weather = {"type": "function", "function": {
         "name": "get_weather", "description": "Weather for a city.",

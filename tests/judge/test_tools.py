@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import re
 
-from finetune.data.formats import RecordError, to_canonical
-from finetune.data.validate import _check_call, validate_trace
-from finetune.judge.data import JudgeDataOptions, build
+from finetune import RecordError
+from finetune.contracts.toolcalls import check_call
+from finetune.data.traces.formats import to_canonical
+from finetune.data.traces.validate import validate_trace
+from finetune.judge.config import JudgeDataOptions
+from finetune.judge.data import build
 from finetune.judge.tools import trace_pairs
 from tests.conftest import REPO
 
@@ -56,7 +59,7 @@ def test_each_corruption_is_what_its_label_says():
             assert call["name"] == "run_tests"
             continue
         try:
-            _check_call(call, tools, "test")
+            check_call(call, tools, "test")
             raise AssertionError(f"{p['reason']} passed the checker")
         except RecordError as exc:
             assert exc.reason == p["reason"]

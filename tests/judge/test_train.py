@@ -8,8 +8,8 @@ import json
 import pytest
 
 from finetune import FinetuneError
-from finetune.config import recipe_from_tree
-from finetune.judge.recipe import JudgeRecipe
+from finetune.contracts.schema import recipe_from_tree
+from finetune.judge.config import JudgeRecipe
 from finetune.judge.train import train_judge
 from tests.conftest import REPO
 
@@ -18,7 +18,8 @@ SAMPLE = REPO / "data" / "sample"
 
 @pytest.fixture(scope="module")
 def judge_data(tmp_path_factory):
-    from finetune.judge.data import JudgeDataOptions, build
+    from finetune.judge.config import JudgeDataOptions
+    from finetune.judge.data import build
 
     out = tmp_path_factory.mktemp("jd") / "data"
     build(JudgeDataOptions(out=out, problems=[REPO / "data" / "judge" / "problems.jsonl"], timeout=5,
@@ -63,7 +64,7 @@ def test_reward_model_judge(minilm, judge_data, tmp_path):
 
 def test_generative_judge(models, judge_data, tmp_path, capsys):
     from finetune.cli import main
-    from finetune.judge.generative import parse_verdict, verdict
+    from finetune.contracts.judging import parse_verdict, verdict
 
     recipe = recipe_from_tree({
         "model": {"path": str(models["spm-hermes"])},

@@ -27,8 +27,8 @@ def test_the_imported_folder_is_what_every_verb_takes(smollm2):
     from safetensors import safe_open
     from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
-    from finetune.data.render import Renderer
-    from finetune.data.templates import TEMPLATES
+    from finetune.contracts.chat import TEMPLATES
+    from finetune.data.traces.render import Renderer
 
     config = AutoConfig.from_pretrained(smollm2)
     assert (config.model_type, config.num_hidden_layers, config.hidden_size, config.tie_word_embeddings) == \
@@ -101,7 +101,7 @@ def test_a_hugging_face_folder_gets_a_tool_template_and_a_real_pad(models, tmp_p
     assert info["tokenizer"]["chat_template"] == "hermes" and "without tool calls" in info["template_reason"]
     assert out.pad_token == "<unk>" and out.pad_token_id != out.eos_token_id
     assert info["verification"] is None and info["license"] == "mit"
-    from finetune.files import sha256_file
+    from finetune.contracts.artifacts import sha256_file
 
     assert info["source"]["sha256"] == {"model.safetensors": sha256_file(src / "model.safetensors")}
     with pytest.raises(FinetuneError, match="needs \\['<\\|start_header_id\\|>'"):

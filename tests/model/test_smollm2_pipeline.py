@@ -10,9 +10,10 @@ import json
 import httpx
 import pytest
 
-from finetune.config import load_recipe, recipe_from_tree
-from finetune.data.render import IGNORE
+from finetune.contracts.schema import load_recipe, recipe_from_tree
+from finetune.data.traces.render import IGNORE
 from finetune.export.run import export
+from finetune.train.config import Recipe
 from finetune.train.run import train
 from tests.conftest import REPO
 
@@ -22,14 +23,15 @@ RECIPE = REPO / "recipes" / "smollm2" / "traces-lora.yaml"
 
 def _recipe(smollm2, tmp_path, *more):
     return load_recipe(RECIPE, [f"model.path={smollm2}", f"data.output_dir={tmp_path / 'data'}",
-                                f"train.output_dir={tmp_path / 'run'}", "train.max_steps=2", *more])
+                                f"train.output_dir={tmp_path / 'run'}", "train.max_steps=2", *more], Recipe)
 
 
 def test_real_model_prepare_train_export_and_serve(smollm2, tmp_path, monkeypatch):
     from datasets import load_from_disk
     from transformers import AutoTokenizer
 
-    from finetune.pool.build import PoolSpec, build_pool
+    from finetune.pool.build import build_pool
+    from finetune.pool.config import PoolSpec
     from tests.pool.conftest import minilm_judge
     from tests.pool.test_gateway import gateway
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from finetune.model.tokenizer import fit_tokenizer, load_tokenizer
+from finetune.contracts.tokenizer import fit_tokenizer, load_tokenizer
 from tests.conftest import TOKENIZERS
 
 

@@ -31,8 +31,9 @@ def artifacts(models, tmp_path_factory) -> Path:
 def tiny_pool(artifacts: Path, tmp_path: Path, max_tokens: int, **fusion) -> tuple[Path, dict]:
     """A built pool of real llama.cpp members from the tiny exports (a merged GGUF member and a base
     GGUF + GGUF LoRA member) with the MiniLM reward judge: its manifest path and content."""
-    from finetune.config import recipe_from_tree
-    from finetune.pool.build import PoolSpec, build_pool
+    from finetune.contracts.schema import recipe_from_tree
+    from finetune.pool.build import build_pool
+    from finetune.pool.config import PoolSpec
 
     root = tmp_path / "artifacts"
     shutil.copytree(artifacts, root, ignore=shutil.ignore_patterns("*-adapter", "minilm"))
@@ -48,7 +49,7 @@ def tiny_pool(artifacts: Path, tmp_path: Path, max_tokens: int, **fusion) -> tup
 
 def generative_judge(gguf: dict, max_length: int) -> dict:
     """A manifest judge entry that serves a member's GGUF artifact as the generative judge."""
-    from finetune.judge.generative import SYSTEM
+    from finetune.contracts.judging import SYSTEM
 
     return {"kind": "generative", "max_length": max_length, "artifacts": [gguf],
             "templates": {"system": SYSTEM, "task": "Task:\n{task}", "candidate": "Candidate {letter}:\n{answer}",

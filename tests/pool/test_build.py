@@ -15,11 +15,20 @@ import yaml
 
 from finetune import FinetuneError
 from finetune.cli import main
-from finetune.config import recipe_from_tree
-from finetune.pool.build import PoolSpec, build_pool
+from finetune.contracts.schema import recipe_from_tree
+from finetune.pool.build import build_pool
+from finetune.pool.config import PoolSpec
 from finetune.pool.local import free_port
-from finetune.pool.manifest import SCHEMA_FILE, artifacts_of, load_manifest, schema_text, verify_manifest
+from finetune.pool.manifest import (
+    PUBLISHED_SCHEMA,
+    SCHEMA_FILE,
+    artifacts_of,
+    load_manifest,
+    schema_text,
+    verify_manifest,
+)
 from finetune.pool.render import render
+from tests.conftest import REPO
 
 
 def _spec(root, **extra):
@@ -42,8 +51,10 @@ def pool(artifacts, tmp_path):
     return root, tmp_path / "pool" / "manifest.json", manifest
 
 
-def test_published_schema_is_generated_from_the_models():
-    assert SCHEMA_FILE.read_text() == schema_text(), "run: python -m finetune.pool.manifest --write-schema"
+def test_shipped_and_published_schema_are_generated_from_the_models():
+    fix = "run from the repository root: python -m finetune.pool.manifest --write-schema"
+    assert SCHEMA_FILE.read_text() == schema_text(), fix
+    assert (REPO / PUBLISHED_SCHEMA).read_text() == schema_text(), fix
 
 
 def test_build_resolves_exports_shared_base_judge_and_endpoint(pool, capsys):
@@ -100,7 +111,6 @@ def test_mixed_tool_call_formats_are_refused_with_each_members_format(artifacts,
 
 
 def test_shipped_pool_description_validates(capsys):
-    from tests.conftest import REPO
 
     assert main(["validate", str(REPO / "recipes" / "pool" / "demo.yaml")]) == 0
     assert "ok (pool demo-pool, 2 member(s), mode best_of)" in capsys.readouterr().out

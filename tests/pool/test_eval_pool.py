@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from finetune.config import recipe_from_tree
-from finetune.eval.recipe import EvalRecipe
+from finetune.contracts.schema import recipe_from_tree
+from finetune.eval.config import EvalRecipe
 from finetune.eval.run import evaluate
 from tests.eval.test_run import TOOLS
 

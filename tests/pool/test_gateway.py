@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from finetune import FinetuneError
-from finetune.judge.generative import SYSTEM
+from finetune.contracts.judging import SYSTEM
 from finetune.pool.gateway import create_app
 from finetune.pool.local import free_port
 from finetune.pool.manifest import SCHEMA_VERSION

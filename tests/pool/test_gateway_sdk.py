@@ -22,8 +22,9 @@ import openai
 import pytest
 from pydantic import BaseModel
 
-from finetune.config import recipe_from_tree
-from finetune.pool.build import PoolSpec, build_pool
+from finetune.contracts.schema import recipe_from_tree
+from finetune.pool.build import build_pool
+from finetune.pool.config import PoolSpec
 from tests.pool.conftest import generative_judge, minilm_judge, tiny_pool
 from tests.pool.stubs import Stub
 from tests.pool.test_gateway import gateway, serving, write_manifest

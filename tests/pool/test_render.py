@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from finetune import FinetuneError
-from finetune.data.templates import TEMPLATES
+from finetune.contracts.chat import TEMPLATES
 from finetune.pool.manifest import SCHEMA_VERSION, Manifest
 from finetune.pool.render import render
 from tests.conftest import REPO

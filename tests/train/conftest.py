@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from finetune.config import Recipe, recipe_from_tree
+from finetune.contracts.schema import recipe_from_tree
+from finetune.train.config import Recipe
 from tests.conftest import REPO
 
 SOURCES = [{"path": str(REPO / "data" / "sample" / f)} for f in
@@ -17,12 +18,13 @@ SOURCES = [{"path": str(REPO / "data" / "sample" / f)} for f in
 @pytest.fixture(scope="session")
 def prepared(models, tmp_path_factory) -> dict[str, Path]:
     """Model name -> prepared folder of the sample traces (max_seq_length 512)."""
-    from finetune.data.prepare import PrepareOptions, prepare
+    from finetune.data.config import Prepare
+    from finetune.data.prepare import prepare
 
     out = {}
     for name in ("spm-hermes", "spm-llama4"):
         folder = tmp_path_factory.mktemp(f"prep-{name}")
-        prepare(PrepareOptions(model=str(models[name]), sources=[(s["path"], "auto") for s in SOURCES],
+        prepare(Prepare.of(model=str(models[name]), sources=[(s["path"], "auto") for s in SOURCES],
                                out=str(folder), max_seq_length=512, validation_fraction=0.2,
                                max_reject_fraction=0.5))
         out[name] = folder
@@ -40,7 +42,7 @@ def make_recipe(model: Path, data: Path, out: Path, **train) -> Recipe:
         else:
             base[key] = value
     return recipe_from_tree({"model": {"path": str(model)},
-                             "data": {"sources": SOURCES, "max_seq_length": 512}, "train": base}, "test")
+                             "data": {"sources": SOURCES, "max_seq_length": 512}, "train": base}, "test", Recipe)
 
 
 def logged(run: Path, key: str) -> list[float]:

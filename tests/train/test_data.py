@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from finetune import FinetuneError
-from finetune.config import PreparedSet
 from finetune.data.prepare import load_prepared
+from finetune.train.config import PreparedSet
 from finetune.train.data import _load_sets
 
 

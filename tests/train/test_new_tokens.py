@@ -17,12 +17,13 @@ HEADERS = ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
 @pytest.fixture(scope="module")
 def llama3_on_spm(models, tmp_path_factory):
     """The sample traces rendered with the Llama 3 template on models whose vocabulary lacks its tokens."""
-    from finetune.data.prepare import PrepareOptions, prepare
+    from finetune.data.config import Prepare
+    from finetune.data.prepare import prepare
 
     out = {}
     for name in ("spm-hermes", "spm-llama4"):
         folder = tmp_path_factory.mktemp(f"llama3-{name}")
-        prepare(PrepareOptions(model=str(models[name]), chat_template="llama3", out=str(folder), max_seq_length=512,
+        prepare(Prepare.of(model=str(models[name]), chat_template="llama3", out=str(folder), max_seq_length=512,
                                sources=[(s["path"], "auto") for s in SOURCES], validation_fraction=0.2,
                                max_reject_fraction=0.5))
         out[name] = folder

@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from finetune.config import load_recipe
+from finetune.contracts.schema import load_recipe
+from finetune.train.config import Recipe
 from finetune.train.run import train
 from tests.conftest import REPO
 
@@ -19,11 +20,11 @@ TINY = sorted((REPO / "recipes" / "tiny").glob("*.yaml"))
 def test_tiny_recipe_trains(path, models, tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)  # the recipes name data/sample/... relative to the repository
     # Fill-in-the-middle needs FIM tokens: the 32k DeepSeek-Coder vocabulary has them.
-    fim = any(s.codebase and s.codebase.fim for s in load_recipe(path).data.sources)
+    fim = any(s.codebase and s.codebase.fim for s in load_recipe(path, [], Recipe).data.sources)
     model = models["deepseek-hermes" if fim else "spm-hermes"]
     recipe = load_recipe(path, [f"model.path={model}", f"data.output_dir={tmp_path / 'data'}",
                                 f"train.output_dir={tmp_path / 'run'}", "train.max_steps=2",
-                                "data.max_seq_length=512"])
+                                "data.max_seq_length=512"], Recipe)
     run = train(recipe, show_progress=False)
     info = json.loads((run / "run.json").read_text())
     assert info["global_step"] == 2 and info["verification"]["abs_diff"] <= 1e-3

@@ -1,6 +1,6 @@
 """A ``codebase`` source: a repository on disk in, code samples out, every file accounted for.
 
-Per file, in the walk's sorted order: walk checks (``codebase.py``), exact and near dedup and
+Per file, in the walk's sorted order: walk checks (``walk.py``), exact and near dedup and
 decontamination on the raw text (``dedup.py``), then secret redaction (``secrets.py``). Kept files
 are spooled to a temporary file on disk, so memory holds one file and the per-file metadata,
 never the repository.
@@ -37,12 +37,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from finetune import FinetuneError
-from finetune.config import Codebase
-from finetune.data.codebase import CodeFile, Skip, WalkStats, header, walk_repository
-from finetune.data.dedup import Decontaminator, Deduplicator
-from finetune.data.fim import IGNORE, FimTokens, cut
-from finetune.data.render import Sample
-from finetune.data.secrets import Redactor
+from finetune.data.code.dedup import Decontaminator, Deduplicator
+from finetune.data.code.fim import IGNORE, FimTokens, cut
+from finetune.data.code.secrets import Redactor
+from finetune.data.code.walk import CodeFile, Skip, WalkStats, header, walk_repository
+from finetune.data.config import Codebase
+from finetune.data.traces.render import Sample
 
 DOC_END = ("<|end_of_text|>", "<｜end▁of▁sentence｜>", "<|endoftext|>", "</s>")
 FIM_MARGIN = 8  # sentinels (4) + tokens that cutting inside a word can add at each cut (2 x 2)

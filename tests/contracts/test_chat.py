@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from finetune.data.render import Renderer
-from finetune.data.templates import TEMPLATES
-from finetune.data.validate import validate_trace
+from finetune.contracts.chat import TEMPLATES
+from finetune.data.traces.render import Renderer
+from finetune.data.traces.validate import validate_trace
 
 CALLS = [
     {"name": "read_file", "arguments": {"path": "src/a.py", "lines": [1, 20], "opts": {"raw": True, "enc": None}}},

@@ -1,21 +1,30 @@
-"""File contracts every stage shares, without torch: hashing, checking a file against a listing,
-and folders that appear only when complete.
+"""Artifacts, the vocabulary every stage after training shares (export writes them, the pool's
+manifest lists them, eval serves them): the formats, file hashing, checking a file against a
+listing, re-checking an export folder, and folders that appear only when complete. No torch.
 
 Example::
 
     with staged_folder(Path("runs/export")) as tmp:
         (tmp / "model.safetensors").write_bytes(data)   # runs/export appears only if this finishes
+    verify_artifacts(Path("runs/export"))                 # [] when every listed file matches
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from finetune import FinetuneError
+
+# What `finetune export --format` writes; the manifest's artifact formats are the same names.
+FORMATS = ("safetensors", "adapter", "gguf-f16", "gguf-bf16", "gguf-q8_0", "gguf-q4_k_m", "gguf-q5_k_m",
+           "gguf-q6_k", "gguf-lora", "bnb-nf4")
+LOSSLESS = ("safetensors", "adapter", "gguf-f16", "gguf-bf16", "gguf-lora")
+HF_FORMATS = ("safetensors", "bnb-nf4")  # formats transformers loads (the rest are llama.cpp's)
 
 
 def sha256_file(path: Path) -> str:
@@ -60,3 +69,18 @@ def staged_folder(out: Path) -> Iterator[Path]:
     if out.exists():
         out.rmdir()
     tmp.rename(out)
+
+
+def verify_artifacts(out: Path) -> list[str]:
+    """Re-hash every file listed in ``out/artifacts.json``; returns the problems (empty: all good)."""
+    out = Path(out)
+    listing = out / "artifacts.json"
+    if not listing.exists():
+        raise FinetuneError(f"{listing} not found: not a finished export (an interrupted one leaves none)")
+    problems = []
+    for artifact in json.loads(listing.read_text())["artifacts"]:
+        for f in artifact["files"]:
+            problem = file_problem(out / f["path"], f["bytes"], f["sha256"], "artifacts.json")
+            if problem:
+                problems.append(f"{f['path']}: {problem}")
+    return problems

@@ -35,7 +35,7 @@ import json
 from pathlib import Path
 
 from finetune import FinetuneError
-from finetune.data.templates import TEMPLATES
+from finetune.contracts.chat import TEMPLATES
 
 # Pad candidates in order of preference: dedicated pad tokens, then unused special tokens.
 PAD_CANDIDATES = ("<|finetune_right_pad_id|>", "<|finetune_right_pad|>", "<pad>", "<|pad|>", "[PAD]",

@@ -6,7 +6,7 @@ BPE, DeepSeek-Coder) read from a tokenizer folder or a vocabulary-only GGUF file
 template is one of the toolkit's tool-calling templates, and the folder loads with
 ``AutoModelForCausalLM.from_pretrained`` and ``AutoTokenizer.from_pretrained``.
 
-The tokenizer is fitted as every stage fits it (``model/tokenizer.py``): template tokens the
+The tokenizer is fitted as every stage fits it (``contracts/tokenizer.py``): template tokens the
 vocabulary lacks (``<|im_start|>`` for ChatML on a Llama 2 vocabulary, the Llama 4 header tokens
 on a Llama 3 vocabulary) are added, EOS is the end-of-turn token and the pad is distinct, and the
 random embedding simply has a row for each token.
@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Literal
 
 from finetune import FinetuneError
-from finetune.data.templates import TEMPLATES
-from finetune.model.tokenizer import fit_tokenizer, load_tokenizer
+from finetune.contracts.chat import TEMPLATES
+from finetune.contracts.tokenizer import fit_tokenizer, load_tokenizer
 
 
 def default_template(arch: str, tokenizer) -> str:

@@ -23,14 +23,15 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from finetune.config import _Strict
-from finetune.export.run import FORMATS
-from finetune.pool.manifest import NAME, Endpoint, ToolCallFormat
+from finetune.contracts.artifacts import FORMATS
+from finetune.contracts.chat import ToolCallFormat
+from finetune.contracts.schema import Strict
+from finetune.pool.manifest import NAME, Endpoint
 
 Mode = Literal["best_of", "merge", "debate"]
 
 
-class TaskFile(_Strict):
+class TaskFile(Strict):
     path: str = Field(description="A file of tool-use traces (any layout `data prepare` reads) or of code "
                                   "problems (`judge data --problems` layout).")
     format: str | None = Field(default=None, description="Trace layout (openai, sharegpt/hermes, glaive, xlam, "
@@ -38,17 +39,17 @@ class TaskFile(_Strict):
     limit: int | None = Field(default=None, ge=1, description="Use only the first N tasks of this file.")
 
 
-class Bfcl(_Strict):
+class Bfcl(Strict):
     categories: list[str] = Field(min_length=1, description="BFCL single-turn categories (simple_python, "
                                   "multiple, parallel, parallel_multiple, irrelevance, live_simple, ...).")
     limit: int | None = Field(default=None, ge=1, description="First N items of each category.")
 
 
-class HumanEval(_Strict):
+class HumanEval(Strict):
     limit: int | None = Field(default=None, ge=1, description="First N of HumanEval's 164 problems.")
 
 
-class Tasks(_Strict):
+class Tasks(Strict):
     tool_calls: list[TaskFile] = Field(default_factory=list, description="Held-out traces: every assistant "
                                        "turn is predicted from its real history and scored like BFCL's AST "
                                        "checker.")
@@ -70,14 +71,14 @@ class Tasks(_Strict):
         return self
 
 
-class Generation(_Strict):
+class Generation(Strict):
     max_tokens: int = Field(default=256, ge=1, description="Tokens each answer may have.")
     temperature: float = Field(default=0.0, ge=0.0, le=2.0, description="0: greedy (the default, so runs "
                                                                         "repeat exactly).")
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
 
 
-class Contender(_Strict):
+class Contender(Strict):
     name: str = Field(pattern=NAME, description="How the report names it.")
     model: str | None = Field(default=None, description="A model folder, a training run folder (its base plus "
                                                         "adapter) or an adapter folder, run with transformers.")
@@ -113,7 +114,7 @@ class Contender(_Strict):
         return self
 
 
-class EvalRecipe(_Strict):
+class EvalRecipe(Strict):
     out: str = Field(description="Folder for report.md, report.json, answers.jsonl, plots/ and the answer "
                                  "cache (a rerun recomputes nothing it already has).")
     contenders: list[Contender] = Field(min_length=1)

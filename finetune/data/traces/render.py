@@ -28,8 +28,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from finetune import FinetuneError
-from finetune.data.formats import RecordError
+from finetune import FinetuneError, RecordError
 
 IGNORE = -100
 ROLES = ("system", "user", "assistant", "tool")

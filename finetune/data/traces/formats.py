@@ -28,15 +28,7 @@ import json
 import re
 from typing import Any
 
-
-class RecordError(Exception):
-    """A record that cannot be used; ``reason`` is a short stable code counted in stats.json."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-
+from finetune import RecordError
 
 LAYOUT_KEYS = {
     "openai": "`messages`",

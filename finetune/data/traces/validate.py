@@ -27,7 +27,9 @@ import json
 import re
 from typing import Any
 
-from finetune.data.formats import RecordError, loads_lenient
+from finetune import RecordError
+from finetune.contracts.toolcalls import check_call
+from finetune.data.traces.formats import loads_lenient
 
 _TYPES = {
     "string": "string", "str": "string", "text": "string", "char": "string",
@@ -145,55 +147,6 @@ def normalise_tool(tool: dict, where: str) -> dict:
     return {"name": name, "description": desc if isinstance(desc, str) else json.dumps(desc), "parameters": params}
 
 
-_PY_TYPES = {"string": str, "integer": int, "number": (int, float), "boolean": bool,
-             "array": list, "object": dict, "null": type(None)}
-
-
-def _type_ok(value: Any, t: str | list[str] | None) -> bool:
-    if t is None:
-        return True
-    types = t if isinstance(t, list) else [t]
-    for name in types:
-        py = _PY_TYPES.get(name)
-        if py is None:
-            return True
-        if isinstance(value, bool) and name in ("integer", "number"):
-            continue  # JSON true is not a number
-        if isinstance(value, py):
-            return True
-    return False
-
-
-def _check_call(call: dict, tools: dict[str, dict], where: str) -> dict:
-    name = call.get("name")
-    if not isinstance(name, str) or not name.strip():
-        raise RecordError("malformed_tool_call", f"{where}: tool call without a name")
-    args = call.get("arguments")
-    if args is None or args == "":
-        args = {}
-    if isinstance(args, str):
-        try:
-            args = json.loads(args)
-        except json.JSONDecodeError as exc:
-            raise RecordError("malformed_json", f"{where}: arguments of {name!r} are not JSON ({exc.msg})") from None
-    if not isinstance(args, dict):
-        raise RecordError("arguments_not_object", f"{where}: arguments of {name!r} are a {type(args).__name__}, not an object")
-    if tools:
-        tool = tools.get(name)
-        if tool is None:
-            raise RecordError("unknown_tool", f"{where}: call to {name!r}, which is not among the tools")
-        params = tool["parameters"]
-        props = params.get("properties") or {}
-        for req in params.get("required", []):
-            if req not in args:
-                raise RecordError("missing_required_argument", f"{where}: {name!r} needs argument {req!r}")
-        for key, value in args.items():
-            if props and key not in props and params.get("additionalProperties") is not True:
-                raise RecordError("unknown_argument", f"{where}: {name!r} has no argument {key!r}")
-            if key in props and not _type_ok(value, props[key].get("type")):
-                raise RecordError("wrong_argument_type", f"{where}: {name}.{key} should be {props[key].get('type')}, got {type(value).__name__}")
-    return {"id": call.get("id"), "name": name, "arguments": args}
-
 
 def validate_trace(trace: dict) -> dict:
     """Check and normalise a canonical trace; return the clean copy or raise ``RecordError``."""
@@ -232,7 +185,7 @@ def validate_trace(trace: dict) -> dict:
                 raise RecordError("bad_role_order", f"{where}: assistant turn while tool call(s) {open_calls} have no result")
             calls = []
             for j, c in enumerate(m.get("tool_calls") or []):
-                call = _check_call(c, tools, f"{where}.tool_calls[{j}]")
+                call = check_call(c, tools, f"{where}.tool_calls[{j}]")
                 if not call["id"]:
                     call["id"] = f"call_{n_call}"
                 call["id"] = str(call["id"])

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from finetune.config import Codebase
+from finetune.data.config import Codebase
 
 # Third-party code checked into a tree, and build or tool output: never the team's own code.
 VENDORED_DIRS = {"node_modules", "vendor", "vendors", "third_party", "third-party", "thirdparty", "external",
