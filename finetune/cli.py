@@ -213,7 +213,8 @@ def cmd_data_prepare(args) -> int:
     if len(stats["mixture"]) > 1:
         print("mixture (training split): " + ", ".join(f"{p} {m['token_share']:.1%} of tokens ({m['samples']} samples)"
                                                        for p, m in stats["mixture"].items()))
-    print(f"wrote {spec.data.output_dir}/dataset, {spec.data.output_dir}/stats.json, {spec.data.output_dir}/rejects.jsonl")
+    out = spec.data.output_dir
+    print(f"wrote {out}/dataset, {out}/stats.json, {out}/rejects.jsonl")
     return 0
 
 
