@@ -102,7 +102,6 @@ RECIPE_KINDS = (
 def cmd_validate(args) -> int:
     import yaml
 
-
     try:
         tree = yaml.safe_load(open(args.recipe)) or {}
         keys = set(tree) if isinstance(tree, dict) else set()
@@ -359,6 +358,10 @@ def _print_eval(m: dict) -> None:
     if "length_score_correlation" in m:
         print(f"length/score correlation {m['length_score_correlation']:+.3f}; "
               f"{m['candidates_per_second']} candidates/s")
+    if "calibration" in m:
+        c = m["calibration"]
+        print(f"calibration: temperature {c['temperature']:g}; expected calibration error {c['ece']['raw']:.3f} raw, "
+              f"{c['ece']['calibrated']:.3f} calibrated")
     if "swap_agreement" in m:
         print(f"verdict unchanged when candidates swap places: {m['swap_agreement']:.1%}; "
               f"verdicts parsed {m['parsed']:.1%}")

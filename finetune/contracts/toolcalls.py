@@ -19,7 +19,8 @@ _PY_TYPES = {"string": str, "integer": int, "number": (int, float), "boolean": b
              "array": list, "object": dict, "null": type(None)}
 
 
-def _type_ok(value: Any, t: str | list[str] | None) -> bool:
+def type_ok(value: Any, t: str | list[str] | None) -> bool:
+    """Is ``value`` of JSON Schema type ``t`` (a name or a list of names; unknown names accept anything)?"""
     if t is None:
         return True
     types = t if isinstance(t, list) else [t]
@@ -64,7 +65,7 @@ def check_call(call: dict, tools: dict[str, dict], where: str) -> dict:
         for key, value in args.items():
             if props and key not in props and params.get("additionalProperties") is not True:
                 raise RecordError("unknown_argument", f"{where}: {name!r} has no argument {key!r}")
-            if key in props and not _type_ok(value, props[key].get("type")):
+            if key in props and not type_ok(value, props[key].get("type")):
                 raise RecordError("wrong_argument_type", f"{where}: {name}.{key} should be {props[key].get('type')}, got {type(value).__name__}")
     return {"id": call.get("id"), "name": name, "arguments": args}
 

@@ -38,7 +38,6 @@ def inspect_dataset(folder: str | Path, n: int = 3, split: str = "train", plain:
     from rich.table import Table
     from rich.text import Text
 
-
     folder = Path(folder)
     stats = json.loads((folder / "stats.json").read_text())
     ds = load_prepared(folder)

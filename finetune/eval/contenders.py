@@ -101,8 +101,6 @@ def plain_messages(messages: list[dict]) -> list[dict]:
     return [{**m, "content": m.get("content") or ""} for m in messages]
 
 
-
-
 class Contender:
     """What every contender has; ``answer`` takes a batch of tasks and one generation setting."""
 
@@ -288,7 +286,6 @@ class PoolModel(Contender):
 
     def __init__(self, name: str, manifest_path: Path, mode: str | None, members: list[str] | None,
                  samples: int | None):
-
         self.manifest_path = Path(manifest_path)
         m = load_manifest(self.manifest_path)
         if members:
@@ -312,12 +309,10 @@ class PoolModel(Contender):
         super().__init__(name, f"pool {m.name} ({what}; {data['fusion']['mode']}, {m.judge.kind} judge)", 0.0)
 
     async def start(self) -> None:
-
         self.pool = Pool(self.manifest_path, manifest=self.manifest)
         await self.pool.start()
 
     async def _one(self, task: dict, gen: dict) -> Reply:
-
         body = {**_request(task, gen), "model": self.manifest.name}
         start = time.perf_counter()
         try:

@@ -64,7 +64,6 @@ def expand(spec: Spec) -> list[tuple[Contender, list[Path]]]:
     if spec.endpoint:
         return [(EndpointModel(spec.name, spec.endpoint, spec.tool_call_format, spec.cost), [])]
     if spec.pool:
-
         m = load_manifest(Path(spec.pool))  # every model the pool loads, its judge included
         files = [Path(spec.pool)] + [artifact_root(Path(spec.pool), a) / a.path for _, a in artifacts_of(m) if a.root]
         modes = spec.modes or [m.fusion.mode]
@@ -108,7 +107,6 @@ def extract_code(text: str, task: dict) -> str:
 
 class _Scorer:
     def __init__(self, timeout_s: float):
-
         self.box = Sandbox(Limits(wall_seconds=timeout_s, cpu_seconds=max(1, int(timeout_s))))
 
     def __call__(self, task: dict, reply: Reply) -> tuple[bool, str, dict]:

@@ -184,7 +184,6 @@ def load_tasks(spec: Tasks, rejects: Rejects) -> tuple[list[dict], dict]:
     tasks, sources = [], {}
     _from_files("tool_calls", spec.tool_calls, tool_tasks, rejects, tasks, sources)
     if spec.bfcl:
-
         for category in spec.bfcl.categories:
             _from_package(f"bfcl/{category}", bfcl.load(category, spec.bfcl.limit), tasks, sources)
     _from_files("code", spec.code, code_tasks, rejects, tasks, sources)

@@ -139,7 +139,6 @@ def load_hf(folder: Path, adapter: Path | None = None):
 
     model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
     if adapter is not None:
-
         model = attach_adapter(model, adapter)
     return model.eval()
 

@@ -12,8 +12,9 @@ with ``--preferences``. Tool-use pairs come from agent traces (``--traces``, any
 prepare`` reads): the call the trace made against checked corruptions of it
 (:mod:`finetune.judge.tools`).
 
-Validation is split by problem (and by prompt for given preferences), so held-out pairs come from
-problems the judge never saw. Output (``--out``)::
+Validation is split by problem, by called function for tool pairs (functions called together
+stay together) and by prompt for given preferences, so held-out pairs come from problems the
+judge never saw and functions it never saw called. Output (``--out``)::
 
     dataset/        datasets DatasetDict, TRL's conversational preference layout
                     (prompt, chosen, rejected as message lists) plus source and reason columns
@@ -157,11 +158,24 @@ def _tool_pairs(opts: JudgeDataOptions, stats: dict, rejects: list) -> list[dict
                 _reject(rejects, item.raw, item.error.reason)
                 continue
             stats["traces"]["ok"] += 1
-            trace, raw = item.trace, item.raw
-            group = trace.get("id") or f"{raw.source}:{raw.line}"
-            for pair in trace_pairs(trace):
+            for pair in trace_pairs(item.trace):
                 reasons[pair["reason"]] += 1
-                pairs.append({**pair, "source": "tools", "group": f"trace:{group}"})
+                pairs.append({**pair, "source": "tools"})
+    # Functions called together in one turn go to the same split: groups are the connected sets of
+    # functions (so no function is called in the chosen answers of both splits).
+    parent: dict[str, str] = {}
+
+    def root(name: str) -> str:
+        while parent.setdefault(name, name) != name:
+            name = parent[name]
+        return name
+
+    for pair in pairs:
+        names = pair["group"].split(",")
+        for other in names[1:]:
+            parent[root(other)] = root(names[0])
+    for pair in pairs:
+        pair["group"] = f"function:{root(pair['group'].split(',')[0])}"
     stats["pairs"]["tools"] = len(pairs)
     stats["tool_corruptions"] = dict(reasons)
     return pairs

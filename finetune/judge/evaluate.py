@@ -4,8 +4,12 @@
   ``code:candidate``, ``tools``, ``preferences``) and per corruption/failure reason;
 * length bias: the correlation of the score with the answer's length in characters (a judge
   that prefers longer answers shows a clearly positive number);
-* calibration: each pair in both orders, ``P(first is better) = sigmoid(s1 - s2)`` against how
-  often the first really is, in ten bins, as ``calibration.png`` and in ``eval.json``;
+* calibration: each pair in both orders, ``P(first is better) = sigmoid((s1 - s2) / T)`` against
+  how often the first really is, in ten bins, as ``calibration.png`` and in ``eval.json``. ``T``
+  (``temperature``) is fitted on these pairs (least log-loss) and goes into the run's
+  ``judge.json``: the pool turns the judge's scores into the probability that its pick is right
+  with it (the fusion record's ``confidence``). The expected calibration error (ECE) is reported
+  before and after;
 * for generative judges, agreement of the verdict after swapping the candidates' order
   (position bias) and the share of verdicts that parse;
 * scoring throughput in candidates per second.
@@ -35,24 +39,47 @@ def _by(keys: list[str], correct: list[bool]) -> dict:
     return {k: {"pairs": len(v), "accuracy": round(sum(v) / len(v), 4)} for k, v in sorted(groups.items())}
 
 
-def _calibration(diffs: np.ndarray, out: Path) -> list[dict]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    # Both orders: (first = chosen, outcome 1, diff d) and (first = rejected, outcome 0, diff -d).
-    p = 1 / (1 + np.exp(-np.concatenate([diffs, -diffs])))
-    y = np.concatenate([np.ones_like(diffs), np.zeros_like(diffs)])
+def _bins(p: np.ndarray, y: np.ndarray) -> list[dict]:
     bins = []
     for lo in np.arange(0, 1, 0.1):
         sel = (p >= lo) & (p < lo + 0.1 if lo < 0.85 else p <= 1)
         if sel.any():
             bins.append({"from": round(float(lo), 1), "predicted": round(float(p[sel].mean()), 4),
                          "observed": round(float(y[sel].mean()), 4), "pairs": int(sel.sum())})
+    return bins
+
+
+def _ece(bins: list[dict]) -> float:
+    """Expected calibration error: the pair-weighted mean gap between predicted and observed."""
+    total = sum(b["pairs"] for b in bins)
+    return round(sum(b["pairs"] * abs(b["predicted"] - b["observed"]) for b in bins) / total, 4)
+
+
+def fit_temperature(diffs: np.ndarray) -> float:
+    """The T of ``sigmoid(d / T)`` with the least log-loss on both orders of every pair."""
+    d = np.concatenate([diffs, -diffs])
+    y = np.concatenate([np.ones_like(diffs), np.zeros_like(diffs)])
+    grid = np.logspace(-2, 2, 401)
+    loss = [np.mean(np.logaddexp(0, -d / t) * y + np.logaddexp(0, d / t) * (1 - y)) for t in grid]
+    return round(float(grid[int(np.argmin(loss))]), 4)
+
+
+def _calibration(diffs: np.ndarray, out: Path) -> dict:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    # Both orders: (first = chosen, outcome 1, diff d) and (first = rejected, outcome 0, diff -d).
+    d = np.concatenate([diffs, -diffs])
+    y = np.concatenate([np.ones_like(diffs), np.zeros_like(diffs)])
+    t = fit_temperature(diffs)
+    raw = _bins(1 / (1 + np.exp(-d)), y)
+    bins = _bins(1 / (1 + np.exp(-d / t)), y)
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect")
-    ax.plot([b["predicted"] for b in bins], [b["observed"] for b in bins], "o-", label="judge")
+    ax.plot([b["predicted"] for b in raw], [b["observed"] for b in raw], "o-", alpha=0.5, label="judge, raw")
+    ax.plot([b["predicted"] for b in bins], [b["observed"] for b in bins], "o-", label=f"judge, T = {t:g}")
     ax.set_xlabel("predicted P(first answer is better)")
     ax.set_ylabel("observed share")
     ax.set_title("judge calibration (held-out pairs)")
@@ -60,7 +87,7 @@ def _calibration(diffs: np.ndarray, out: Path) -> list[dict]:
     fig.tight_layout()
     fig.savefig(out)
     plt.close(fig)
-    return bins
+    return {"temperature": t, "ece": {"raw": _ece(raw), "calibrated": _ece(bins)}, "bins": bins}
 
 
 def _reward_metrics(run: Path, pairs, out: Path) -> dict:

@@ -48,7 +48,6 @@ def _records(pairs) -> list[dict]:
 def train_generative(recipe, run: Path, show_progress: bool) -> None:
     from accelerate import PartialState
 
-
     state = PartialState()
     verdicts = run / "verdicts.jsonl"
     if state.is_main_process:  # under `accelerate launch` one process prepares, the others wait
@@ -73,7 +72,6 @@ def _save_plain(recipe, sft_run: Path, out: Path) -> None:
     if (sft_run / "model").exists():
         model = AutoModelForCausalLM.from_pretrained(str(sft_run / "model"))
     else:
-
         base = AutoModelForCausalLM.from_pretrained(recipe.model.path, dtype=torch.float32)
         model = attach_adapter(base, sft_run / "adapter").merge_and_unload()
     model.save_pretrained(str(out))

@@ -1,7 +1,10 @@
-"""Tool-use preference pairs: a correct call from a real trace, and the same call broken.
+"""Tool-use preference pairs: a correct call from a real trace, and the same call made wrong.
 
 Every assistant turn of a validated trace (any layout ``finetune data prepare`` reads) gives
-pairs whose *chosen* side is what the trace did and whose *rejected* side is one corruption:
+pairs whose *chosen* side is what the trace did and whose *rejected* side is one corruption.
+
+Invalid calls, which the gateway's schema check already drops (the judge never sees them in a
+pool, but learns from them what a call is):
 
 * ``wrong_function``: another declared tool called with the same arguments
 * ``missing_required_argument``: a required argument dropped
@@ -9,14 +12,25 @@ pairs whose *chosen* side is what the trace did and whose *rejected* side is one
 * ``unknown_argument``: an argument the schema does not declare, added
 * ``malformed_json``: the arguments' JSON broken (cut short, a trailing comma, single quotes or a
   missing colon)
-* ``call_instead_of_answer``: where the trace answered in plain text, a (schema-valid) tool call
+
+Valid but wrong (``VALID_BUT_WRONG``): schema-valid answers that do the wrong thing, which is
+what the judge must tell apart in a pool:
+
+* ``nearest_function``: the declared tool closest in name and description to the right one,
+  with the arguments carried over where they fit
+* ``wrong_value``: one argument's value replaced by another member of its enum, a number off by
+  one, the opposite boolean, or a string or number taken from elsewhere in the conversation
+* ``swapped_arguments``: two arguments of one type given each other's values
+* ``dropped_optional``: an optional argument the request asked for, left out
+* ``call_instead_of_answer``: where the trace answered in plain text, a tool call
+* ``answer_instead_of_call``: where the trace called a tool, a plain-text reply instead
 
 Which argument, which other tool, which value and which JSON defect is drawn from a generator
 seeded by the trace and the turn, so that the judge learns what breaks a call rather than one
 fixed token (the same trace always gives the same pairs). A corruption is kept only if the
 toolkit's own call checker (the one ``data prepare`` applies) rejects it for the reason its label
-names. The two kinds that can be schema-valid are checked otherwise: a wrong function must be a
-declared tool other than the one called, and a needless call must be a valid call. Calls are
+names; a valid-but-wrong one only if the checker accepts it and it differs from what the trace
+did. Calls are
 rendered as text (``<tool_call>{"name": ..., "arguments": ...}</tool_call>``) and the tools go
 into the system message as one compact signature each (``read_file(path*: string, start_line:
 integer) - Read a file.``, ``*`` = required), so a text-only judge with a short context sees the
@@ -29,13 +43,15 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
+import re
 
 from finetune import RecordError
 from finetune.contracts.judging import judge_prompt, render_call, render_turn
-from finetune.contracts.toolcalls import check_call
+from finetune.contracts.toolcalls import check_call, type_ok
 
 _OTHER_TYPE = {"string": [12345, True, None, ["x"]], "integer": ["seven", "12", 3.5, [1]],
                "number": ["seven", "1.5", False, {}], "boolean": ["yes", "true", 1, "no"],
@@ -45,6 +61,17 @@ _PLACEHOLDER = {"string": "example", "integer": 1, "number": 1.0, "boolean": Tru
 _INVENTED = ["force", "dry_run", "overwrite", "retries", "user_id", "format", "async_mode", "callback_url",
              "priority", "debug", "encoding", "region"]
 _INVENTED_VALUES = [True, "yes", 3, "json", None]
+VALID_BUT_WRONG = ("nearest_function", "wrong_value", "swapped_arguments", "dropped_optional",
+                   "call_instead_of_answer", "answer_instead_of_call")
+_NO_CALL_REPLIES = ["I can't do that from here; you will have to do it yourself.",
+                    "Sure, that is done.", "I don't have access to that, sorry.",
+                    "Here is what I found: nothing needed changing.", "That should work as it is.",
+                    "Let me know if you want me to look into it later."]
+_WORD = re.compile(r"[a-z0-9]+")
+# Strings and numbers a user names: quoted text, paths and identifiers, capitalised words inside a
+# sentence (names of places, people, products), numbers.
+_ENTITY = re.compile(r"(?<![\w.])(-?\d+(?:\.\d+)?)(?!\w|\.\d)|\"([^\"]{1,60})\"|'([^']{1,60})'|([\w.-]*[./_][\w./-]+)|"
+                     r"(?<=[a-z0-9,;:] )([A-Z][a-z]+(?: [A-Z][a-z]+)*)\b")
 
 
 def _type_of(schema: dict) -> str | None:
@@ -79,6 +106,80 @@ def _corruptions(call: dict, tools: dict[str, dict], rng: random.Random):
         yield "malformed_json", {**call, "arguments": broken}, broken
 
 
+def _words(tool: dict) -> set[str]:
+    return set(_WORD.findall(f"{tool['name']} {tool.get('description') or ''}".lower().replace("_", " ")))
+
+
+def _nearest(name: str, tools: dict[str, dict]) -> str | None:
+    """The other declared tool sharing the most name and description words with ``name``."""
+    mine = _words(tools[name])
+    scored = [(len(mine & _words(t)) / (len(mine | _words(t)) or 1), n) for n, t in tools.items() if n != name]
+    return max(scored)[1] if scored else None
+
+
+def _carry(args: dict, params: dict) -> dict:
+    """Arguments for another tool: same-named ones kept, each required one filled from an argument
+    of its type, or a placeholder."""
+    props = params.get("properties") or {}
+    out = {k: v for k, v in args.items() if k in props and type_ok(v, _type_of(props[k]))}
+    for r in params.get("required", []):
+        if r not in out:
+            t = _type_of(props.get(r, {})) or "string"
+            same = [v for v in args.values() if type_ok(v, t)]
+            out[r] = props.get(r, {}).get("enum", [None])[0] if props.get(r, {}).get("enum") else \
+                same[0] if same else _PLACEHOLDER.get(t, "example")
+    return out
+
+
+def _entities(text: str) -> list:
+    found = []
+    for m in _ENTITY.finditer(text):
+        value = next(g for g in m.groups() if g is not None)
+        if m.group(1) is not None:
+            value = float(value) if "." in value else int(value)
+        found.append(value)
+    return found
+
+
+def _other_value(value, schema: dict, context: list, rng: random.Random):
+    """A different value of the same type for one argument (None when there is none)."""
+    t = _type_of(schema)
+    options = [v for v in schema.get("enum") or [] if v != value]
+    if not options and isinstance(value, bool):
+        options = [not value]
+    elif not options and t in ("integer", "number") and not isinstance(value, bool):
+        options = [v for v in context if isinstance(v, (int, float)) and not isinstance(v, bool) and v != value
+                   and (t == "number" or isinstance(v, int))] or [value + 1, value - 1]
+    elif not options and t == "string" and isinstance(value, str):
+        options = [v for v in context if isinstance(v, str) and v != value and v not in value and value not in v]
+    return rng.choice(options) if options else None
+
+
+def _valid_but_wrong(call: dict, tools: dict[str, dict], context: list, rng: random.Random):
+    """(reason, call) candidates that the schema accepts but that do not do what was asked."""
+    params = tools[call["name"]]["parameters"]
+    props, args = params.get("properties") or {}, call["arguments"]
+    near = _nearest(call["name"], tools)
+    if near:
+        yield "nearest_function", {**call, "name": near, "arguments": _carry(args, tools[near]["parameters"])}
+    keys = [k for k in args if k in props]
+    rng.shuffle(keys)
+    for k in keys:
+        other = _other_value(args[k], props[k], context, rng)
+        if other is not None:
+            yield "wrong_value", {**call, "arguments": {**args, k: other}}
+            break
+    pairs = [(a, b) for a in keys for b in keys if a < b and type(args[a]) is type(args[b]) and args[a] != args[b]
+             and _type_of(props[a]) == _type_of(props[b]) and not (props[a].get("enum") or props[b].get("enum"))]
+    if pairs:
+        a, b = rng.choice(sorted(pairs))
+        yield "swapped_arguments", {**call, "arguments": {**args, a: args[b], b: args[a]}}
+    optional = sorted(k for k in args if k not in params.get("required", []))
+    if optional:
+        drop = rng.choice(optional)
+        yield "dropped_optional", {**call, "arguments": {k: v for k, v in args.items() if k != drop}}
+
+
 def _rng(trace: dict, turn: int, call: int) -> random.Random:
     key = json.dumps([trace.get("id"), trace["messages"][:turn + 1], call], sort_keys=True, default=str)
     return random.Random(hashlib.sha256(key.encode()).digest())
@@ -92,8 +193,8 @@ def _checked(reason: str, call: dict, original: dict, tools: dict[str, dict]) ->
         checked = check_call(call, tools, "corruption")
     except RecordError as exc:
         return exc.reason == reason
-    # A needless call is valid by design; it must still differ from anything the trace did.
-    return reason == "call_instead_of_answer" and \
+    # Valid by design; it must still differ from what the trace did.
+    return reason in VALID_BUT_WRONG and \
         (checked["name"], checked["arguments"]) != (original.get("name"), original.get("arguments"))
 
 
@@ -105,8 +206,15 @@ def _needless_call(tools: dict[str, dict], rng: random.Random) -> dict:
     return {"id": None, "name": name, "arguments": args}
 
 
+def _pair(pairs: list, prompt: list, chosen: list, group: str, reason: str, rejected: str) -> None:
+    pairs.append({"prompt": prompt, "chosen": chosen, "reason": reason, "group": group,
+                  "rejected": [{"role": "assistant", "content": rejected}]})
+
+
 def trace_pairs(trace: dict) -> list[dict]:
-    """Preference pairs from one validated canonical trace (see the module docstring)."""
+    """Preference pairs from one validated canonical trace (see the module docstring). Each pair's
+    ``group`` names the function(s) its turn calls (or the offered tools, for a plain answer), so
+    a held-out split can keep every pair about one function on one side."""
     tools = {t["name"]: t for t in trace["tools"]}
     pairs = []
     messages = trace["messages"]
@@ -116,18 +224,22 @@ def trace_pairs(trace: dict) -> list[dict]:
         prompt = judge_prompt(trace["tools"], messages[:i])
         chosen = [{"role": "assistant", "content": render_turn(m)}]
         calls = m.get("tool_calls", [])
+        group = ",".join(sorted({c["name"] for c in calls})) if calls else "answer:" + "|".join(sorted(tools))
+        pair = functools.partial(_pair, pairs, prompt, chosen, group)
         if not calls:
             needless = _needless_call(tools, _rng(trace, i, 0))
             if _checked("call_instead_of_answer", needless, {}, tools):
-                pairs.append({"prompt": prompt, "chosen": chosen, "reason": "call_instead_of_answer",
-                              "rejected": [{"role": "assistant", "content": render_call(needless)}]})
+                pair("call_instead_of_answer", render_call(needless))
             continue
+        context = [e for x in messages[:i] if x["role"] in ("user", "tool") for e in _entities(x.get("content") or "")]
         for j, call in enumerate(calls):
-            for reason, bad, raw in _corruptions(call, tools, _rng(trace, i, j)):
-                if not _checked(reason, bad, call, tools):
-                    continue
-                rendered = [render_call(c) for c in calls]
-                rendered[j] = render_call(bad, raw)
-                pairs.append({"prompt": prompt, "chosen": chosen, "reason": reason,
-                              "rejected": [{"role": "assistant", "content": render_turn(m, rendered)}]})
+            rng = _rng(trace, i, j)
+            wrong = list(_corruptions(call, tools, rng))
+            wrong += [(reason, bad, None) for reason, bad in _valid_but_wrong(call, tools, context, rng)]
+            for reason, bad, raw in wrong:
+                if _checked(reason, bad, call, tools):
+                    rendered = [render_call(c) for c in calls]
+                    rendered[j] = render_call(bad, raw)
+                    pair(reason, render_turn(m, rendered))
+        pair("answer_instead_of_call", _rng(trace, i, len(calls)).choice(_NO_CALL_REPLIES))
     return pairs

@@ -39,7 +39,6 @@ def _tokenized(ds, tokenizer, max_length: int):
 def _reward_config(recipe: JudgeRecipe, run: Path, precision: str, has_eval: bool):
     from trl import RewardConfig
 
-
     return RewardConfig(save_strategy="no", max_length=None,  # inputs come encoded (score.encode)
                         center_rewards_coefficient=recipe.judge.center_rewards_coefficient,
                         **trainer_args(recipe.train, run / "checkpoints", precision, has_eval))
@@ -50,7 +49,6 @@ def _train_reward(recipe: JudgeRecipe, run: Path, show_progress: bool) -> None:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from trl import RewardTrainer
-
 
     t, j = recipe.train, recipe.judge
     precision = resolve_precision(t.precision)
@@ -101,7 +99,6 @@ def train_judge(recipe: JudgeRecipe, show_progress: bool = True) -> Path:
     """Train the judge the recipe describes; returns the run folder (with eval.json)."""
     from accelerate import PartialState
 
-
     state = PartialState()  # one process, or each of `accelerate launch`'s
     run = Path(recipe.train.output_dir)
     if (run / "judge.json").exists():
@@ -113,13 +110,16 @@ def train_judge(recipe: JudgeRecipe, show_progress: bool = True) -> Path:
     if recipe.judge.kind == "reward_model":
         _train_reward(recipe, run, show_progress)
     else:
-
         train_generative(recipe, run, show_progress)
     if state.is_main_process:
         (run / "judge.json").write_text(json.dumps({
             "kind": recipe.judge.kind, "base_model": recipe.model.path, "max_length": recipe.judge.max_length,
             "datasets": recipe.judge.datasets, "world_size": state.num_processes,
             "recipe": recipe.model_dump()}, indent=2) + "\n")
-        evaluate(run, recipe.judge.datasets, run)
+        metrics = evaluate(run, recipe.judge.datasets, run)
+        if "calibration" in metrics:  # the pool turns scores into probabilities with it
+            info = json.loads((run / "judge.json").read_text())
+            info["temperature"] = metrics["calibration"]["temperature"]
+            (run / "judge.json").write_text(json.dumps(info, indent=2) + "\n")
     state.wait_for_everyone()
     return run

@@ -206,8 +206,6 @@ def _endpoints(servers: list[Server]) -> dict[str, tuple[str, str]]:
     return {who: (f"http://127.0.0.1:{s.port}/v1", model) for s in servers for who, model in s.serves.items()}
 
 
-
-
 def plan_ollama(m: Manifest, paths: Paths) -> Plan:
     """One Modelfile per member (FROM, ADAPTER, TEMPLATE, PARAMETER) and one `ollama create` each."""
 

@@ -118,7 +118,6 @@ def describe(artifacts: list[Artifact], folder: Path) -> tuple[str | None, int |
     return None, None
 
 
-
 def _member(spec: MemberSpec, manifest_dir: Path, bases: dict[str, Base]) -> Member:
     where = f"members[{spec.name}]"
     artifacts, adapters, base_name = [], [], None
@@ -185,7 +184,7 @@ def _judge(spec: JudgeSpec, manifest_dir: Path) -> Judge:
     else:
         templates = dict(VERDICT_TEMPLATES)
     return Judge(kind=info["kind"], artifacts=artifacts, base_model=info.get("base_model"),
-                 max_length=info["max_length"], templates=templates)
+                 max_length=info["max_length"], templates=templates, temperature=info.get("temperature"))
 
 
 def build_pool(spec: PoolSpec, out: Path) -> Manifest:

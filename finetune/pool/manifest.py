@@ -131,6 +131,9 @@ class Judge(Strict):
     templates: dict[str, str] = Field(description="Prompt templates: reward model `input` (the layout of one "
                                                   "scored input); generative `system`, `task`, `candidate` "
                                                   "and `merge`.")
+    temperature: float | None = Field(default=None, gt=0.0, description="Reward model: scores are divided by it "
+                                      "before the softmax that gives the fusion record's `confidence` (fitted on "
+                                      "held-out pairs by `judge train`/`judge eval`; none: 1, uncalibrated).")
 
 
 class Fusion(Strict):

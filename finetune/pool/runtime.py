@@ -4,8 +4,10 @@
 local GGUF artifacts and talks to the others at their manifest ``endpoint`` over HTTP (httpx);
 nothing else is ever called. ``await pool.complete(job)`` (a request checked by
 :mod:`finetune.pool.request`) returns an OpenAI ``chat.completion`` with a ``fusion`` record:
-every member's answer, status, latency and usage, the judge's scores or verdict, the mode and
-the total time.
+every member's answer, status, latency and usage, the judge's scores (with ``confidence``, the
+calibrated probability that its pick is right) or verdict, the mode and the total time. A
+reward-model pick among three or more answers is hybrid: the judge's probability plus the
+agreement of the other answers' tool calls (:func:`agreement`).
 
 * **Members in parallel.** Each call is bounded by ``fusion.member_timeout_s``; a local member is
   read as a stream and its ``max_tokens`` capped at what it writes within that time, so a call
@@ -36,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import time
 import uuid
@@ -166,6 +169,31 @@ def _format_problem(content: str, schema: dict) -> tuple[str, str] | None:
     return None
 
 
+def calls_key(answer: Answer) -> str | None:
+    """What a tool-call answer does, whatever its call ids and argument order (None: a text answer)."""
+    if not answer.tool_calls:
+        return None
+    calls = []
+    for c in answer.tool_calls:
+        f = c.get("function", c)
+        args = f.get("arguments")
+        try:
+            args = json.loads(args) if isinstance(args, str) else args
+        except json.JSONDecodeError:
+            pass
+        calls.append([f.get("name"), json.dumps(args, sort_keys=True)])
+    return json.dumps(sorted(calls))
+
+
+def agreement(candidates: list[Answer]) -> list[float]:
+    """Per candidate, the share of the other candidates that make exactly the same tool calls (0 for
+    text answers): a verifiable signal, since independent answers rarely agree on a wrong call."""
+    keys = [calls_key(a) for a in candidates]
+    if len(keys) < 3:  # with two, agreeing answers are the same answer: nothing to weigh
+        return [0.0] * len(keys)
+    return [0.0 if k is None else (keys.count(k) - 1) / (len(keys) - 1) for k in keys]
+
+
 def as_judged(answer: Answer) -> list[dict]:
     """An answer as the judge reads it: its text with calls rendered as <tool_call> lines."""
 
@@ -201,7 +229,6 @@ class Pool:
         m = self.manifest
         local = [x for x in m.members if x.endpoint is None]
         if local or (m.judge.kind == "generative" and m.judge.endpoint is None):
-
             self.local = LocalServers(m, self.manifest_path)
             started = await asyncio.to_thread(self.local.start)
             self.judge_endpoint = started.pop("judge", self.judge_endpoint)
@@ -421,10 +448,19 @@ class Pool:
             prompt = judge_prompt(tools or [], messages)
             scores = await asyncio.to_thread(self.reward.score, [prompt] * len(candidates),
                                              [as_judged(a) for a in candidates])
-            best = max(range(len(candidates)), key=lambda i: scores[i])
-            return best, {"kind": "reward_model", "scores": {a.member: round(s, 4) for a, s in
-                                                             zip(candidates, scores, strict=True)},
-                          "latency_s": round(time.perf_counter() - start, 4)}
+            t = self.manifest.judge.temperature
+            top = max(scores)
+            weights = [math.exp((s - top) / (t or 1.0)) for s in scores]
+            probs = [w / sum(weights) for w in weights]
+            # Hybrid: the judge's probability plus the share of other answers making the same calls.
+            votes = agreement(candidates)
+            best = max(range(len(candidates)), key=lambda i: (probs[i] + votes[i], scores[i]))
+            record = {"kind": "reward_model", "scores": {a.member: round(s, 4) for a, s in
+                                                         zip(candidates, scores, strict=True)},
+                      "confidence": round(probs[best], 4), "calibrated": t is not None}
+            if any(votes):
+                record["agreement"] = {a.member: round(v, 4) for a, v in zip(candidates, votes, strict=True)}
+            return best, {**record, "latency_s": round(time.perf_counter() - start, 4)}
 
         record = {"kind": "generative"}
         text = await self._generate(self._judge_messages("system", messages, tools, candidates), record)

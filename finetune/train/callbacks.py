@@ -55,7 +55,6 @@ def prepare_reporting(report_to: list[str], run: Path) -> None:
     import importlib.util
     import os
 
-
     for name, package in TRACKERS.items():
         if name in report_to and importlib.util.find_spec(package) is None:
             raise FinetuneError(f"train.report_to {name}: the {package} package is not installed; pip install "

@@ -31,7 +31,6 @@ class TrainingData:
 def _load_sets(sets: list[PreparedSet], max_len: int, seed: int) -> TrainingData:
     from datasets import concatenate_datasets
 
-
     trains, vals, stats, tokenizer_dir, record = [], [], {}, None, None
     for s in sets:
         folder = Path(s.path)
@@ -61,7 +60,6 @@ def training_data(recipe: Recipe, is_main: bool = True, barrier=lambda: None) ->
     """Load the recipe's prepared sets, or prepare its data section first (main process only)."""
     sets = recipe.train.datasets
     if sets is None:
-
         if is_main:
             prepare(recipe)
         barrier()

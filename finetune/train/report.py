@@ -92,7 +92,6 @@ def verify_saved(recipe, out: Path, precision: str, samples, trained_loss: float
 def _reload(recipe, out: Path, precision: str):
     from transformers import AutoModelForCausalLM
 
-
     device_map = {"": 0} if torch.cuda.is_available() else None
     if recipe.train.method == "full":
         model = AutoModelForCausalLM.from_pretrained(str(out), dtype=DTYPES[precision], device_map=device_map)

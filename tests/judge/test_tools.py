@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 
 from finetune import RecordError
 from finetune.contracts.toolcalls import check_call
@@ -11,7 +12,7 @@ from finetune.data.traces.formats import to_canonical
 from finetune.data.traces.validate import validate_trace
 from finetune.judge.config import JudgeDataOptions
 from finetune.judge.data import build
-from finetune.judge.tools import trace_pairs
+from finetune.judge.tools import VALID_BUT_WRONG, trace_pairs
 from tests.conftest import REPO
 
 TOOLS = [
@@ -38,15 +39,20 @@ def test_each_corruption_is_what_its_label_says():
     pairs = trace_pairs(trace)
     assert sorted(p["reason"] for p in pairs) == sorted([
         "wrong_function", "missing_required_argument", "wrong_argument_type", "unknown_argument", "malformed_json",
-        "call_instead_of_answer"])
+        "nearest_function", "wrong_value", "dropped_optional", "answer_instead_of_call", "call_instead_of_answer"])
     for p in pairs:
         chosen, rejected = p["chosen"][0]["content"], p["rejected"][0]["content"]
         assert chosen != rejected
         assert "read_file" in p["prompt"][0]["content"] and p["prompt"][0]["role"] == "system"
         if p["reason"] == "call_instead_of_answer":
             assert chosen == "It defines one function, f." and p["prompt"][-1]["role"] == "tool"
+            assert check_call(json.loads(CALL.search(rejected).group(1)), tools, "test")
             continue
         assert chosen == '<tool_call>{"name": "read_file", "arguments": {"path": "utils.py", "start": 10}}</tool_call>'
+        assert p["group"] == "read_file"
+        if p["reason"] == "answer_instead_of_call":
+            assert "<tool_call>" not in rejected
+            continue
         body = CALL.search(rejected).group(1)
         if p["reason"] == "malformed_json":
             try:
@@ -57,6 +63,13 @@ def test_each_corruption_is_what_its_label_says():
         call = json.loads(body)
         if p["reason"] == "wrong_function":
             assert call["name"] == "run_tests"
+            continue
+        if p["reason"] in VALID_BUT_WRONG:  # the schema accepts it; it is still not what was asked
+            assert check_call(call, tools, "test")["arguments"] == call["arguments"]
+            assert {"nearest_function": call["name"] == "run_tests",
+                    "wrong_value": call["arguments"] in ({"path": "utils.py", "start": 9},
+                                                         {"path": "utils.py", "start": 11}),
+                    "dropped_optional": call["arguments"] == {"path": "utils.py"}}[p["reason"]], p
             continue
         try:
             check_call(call, tools, "test")
@@ -71,8 +84,8 @@ def test_sample_traces_give_tool_pairs_and_rejects(tmp_path):
     stats = build(JudgeDataOptions(out=tmp_path / "out", traces=files))
     assert stats["traces"] == {"in": 17, "ok": 12, "rejected": 5}  # data prepare's 6 rejects less its dedup
     assert stats["pairs"]["tools"] == sum(stats["tool_corruptions"].values()) == sum(stats["splits"].values())
-    assert set(stats["tool_corruptions"]) == {"wrong_function", "missing_required_argument", "wrong_argument_type",
-                                              "unknown_argument", "malformed_json", "call_instead_of_answer"}
+    assert set(stats["tool_corruptions"]) >= {"wrong_function", "missing_required_argument", "wrong_argument_type",
+                                              "unknown_argument", "malformed_json", *VALID_BUT_WRONG}
     rejects = (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()
     assert len(rejects) == 5
 
@@ -113,3 +126,44 @@ def test_corruptions_vary_across_traces_and_repeat_for_the_same_trace(tmp_path):
     # Every tool of the prompt is there as one signature line, required arguments starred.
     system = rows[0]["prompt"][0]["content"]
     assert re.search(r"^\w+\(\w+\*: \w+", system, re.MULTILINE), system
+
+
+def test_valid_but_wrong_pairs_pass_the_checker_and_take_values_from_the_conversation():
+    """On the shipped synthetic traces: every valid-but-wrong call is one the gateway would accept,
+    differs from the trace's, and a wrong value comes from the enum, the numbers around it or the
+    conversation, never from nowhere."""
+    rows = [json.loads(line) for line in (REPO / "data" / "judge" / "tool-traces.jsonl").read_text().splitlines()]
+    seen = Counter()
+    for row in rows:
+        trace = validate_trace(to_canonical(row, "openai"))
+        tools = {t["name"]: t for t in trace["tools"]}
+        for p in trace_pairs(trace):
+            if p["reason"] not in VALID_BUT_WRONG or p["reason"] == "answer_instead_of_call":
+                continue
+            seen[p["reason"]] += 1
+            good = [json.loads(b) for b in CALL.findall(p["chosen"][0]["content"])]
+            bad = [json.loads(b) for b in CALL.findall(p["rejected"][0]["content"])]
+            assert bad != good
+            for call in bad:
+                check_call(call, tools, "test")  # raises if the gateway would drop it
+            if p["reason"] == "wrong_value":
+                (old, new), = [(g, b) for g, b in zip(good, bad, strict=True) if g != b]
+                key, = [k for k in new["arguments"] if new["arguments"][k] != old["arguments"].get(k)]
+                value, schema = new["arguments"][key], tools[new["name"]]["parameters"]["properties"][key]
+                said = json.dumps([m.get("content") for m in p["prompt"]])
+                assert value in (schema.get("enum") or []) or isinstance(value, bool) or str(value) in said or \
+                    value in (old["arguments"][key] + 1, old["arguments"][key] - 1), (key, value)
+    assert min(seen[r] for r in ("nearest_function", "wrong_value", "dropped_optional", "swapped_arguments")) >= 5, seen
+
+
+def test_held_out_pairs_are_split_by_function(tmp_path):
+    """No function is called in both splits' chosen answers: the held-out accuracy is on functions
+    the judge never saw called."""
+    from datasets import load_from_disk
+
+    build(JudgeDataOptions(out=tmp_path / "d", traces=[REPO / "data" / "judge" / "tool-traces.jsonl"],
+                           validation_fraction=0.3))
+    data = load_from_disk(str(tmp_path / "d" / "dataset"))
+    called = {split: {json.loads(b)["name"] for row in data[split] for b in CALL.findall(row["chosen"][0]["content"])}
+              for split in ("train", "validation")}
+    assert called["train"] and called["validation"] and not called["train"] & called["validation"]

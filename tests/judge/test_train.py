@@ -55,6 +55,9 @@ def test_reward_model_judge(minilm, judge_data, tmp_path):
     assert set(metrics["by_source"]) <= {"code:mutant", "code:candidate", "tools"}
     assert -1 <= metrics["length_score_correlation"] <= 1 and metrics["candidates_per_second"] > 0
     assert (run / "calibration.png").stat().st_size > 1000
+    cal = metrics["calibration"]
+    assert json.loads((run / "judge.json").read_text())["temperature"] == cal["temperature"] > 0
+    assert cal["ece"]["calibrated"] <= cal["ece"]["raw"] + 0.02  # fitted on these pairs: no worse
     judge = RewardJudge.from_run(run)
     prompt = [{"role": "user", "content": "Complete add(a, b)."}]
     a, b = judge.score([prompt] * 2, [[{"role": "assistant", "content": "return a + b"}],
@@ -140,3 +143,16 @@ def test_reward_judge_trains_under_accelerate_launch_with_two_processes(minilm, 
 
     judge = RewardJudge.from_run(run)  # the merged model (LoRA + head) loads as one plain classifier
     assert not any("lora" in k for k in judge.model.state_dict())
+
+
+def test_fitted_temperature_recovers_a_known_one():
+    """Pairs whose true P(chosen is better) is sigmoid(d / 3): the least-log-loss T is about 3."""
+    import numpy as np
+
+    from finetune.judge.evaluate import fit_temperature
+
+    rng = np.random.default_rng(0)
+    z = rng.uniform(-6, 6, 20000)  # the judge's score difference of a random ordering of two answers
+    first_better = rng.random(20000) < 1 / (1 + np.exp(-z / 3))
+    diffs = np.where(first_better, z, -z)  # chosen minus rejected
+    assert fit_temperature(diffs) == pytest.approx(3.0, rel=0.1)

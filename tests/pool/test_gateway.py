@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import threading
 import time
 from contextlib import contextmanager
@@ -29,12 +30,14 @@ TOOLS = [{"type": "function", "function": {"name": "read_file", "description": "
 ASK = [{"role": "user", "content": "Show me utils.py."}]
 
 
-def write_manifest(path: Path, members: dict, judge=None, reward_run: Path | None = None, **fusion) -> Path:
+def write_manifest(path: Path, members: dict, judge=None, reward_run: Path | None = None, temperature=None,
+                   **fusion) -> Path:
     """A pool manifest whose members (and generative judge) are the given stubs' endpoints."""
     fake = {"format": "gguf-q8_0", "uri": "https://example.invalid/judge.gguf", "path": "judge.gguf",
             "files": [{"path": "judge.gguf", "bytes": 1, "sha256": "0" * 64}]}
     if reward_run is not None:
         judge_spec = {"kind": "reward_model", "max_length": 256, "templates": {"input": "sentence_pair"},
+                      "temperature": temperature,
                       "artifacts": [{"format": "safetensors", "root": str(reward_run), "path": "model",
                                      "files": [{"path": "model/config.json", "bytes": 1, "sha256": "0" * 64}]}]}
     else:
@@ -117,7 +120,8 @@ def test_best_of_reward_model_judge_scores_each_answer(stubs, artifacts, tmp_pat
     from finetune.judge.score import RewardJudge
 
     a, b = stubs(content="return a + b"), stubs(content="return a - b")
-    with gateway(write_manifest(tmp_path / "m.json", {"a": a, "b": b}, reward_run=artifacts / "judge")) as url:
+    manifest = write_manifest(tmp_path / "m.json", {"a": a, "b": b}, reward_run=artifacts / "judge", temperature=0.5)
+    with gateway(manifest) as url:
         out = _post(url, {"messages": ASK}).json()
     scores = out["fusion"]["judge"]["scores"]
     judge = RewardJudge(artifacts / "judge" / "model", 256)
@@ -125,6 +129,10 @@ def test_best_of_reward_model_judge_scores_each_answer(stubs, artifacts, tmp_pat
                                         [{"role": "assistant", "content": "return a - b"}]])
     assert scores == pytest.approx({"a": expected[0], "b": expected[1]}, abs=1e-3)
     assert out["fusion"]["winner"] == max(scores, key=scores.get)
+    # The pick's probability: softmax of the scores at the manifest's fitted temperature.
+    gap = abs(expected[0] - expected[1]) / 0.5
+    assert out["fusion"]["judge"]["confidence"] == pytest.approx(1 / (1 + math.exp(-gap)), abs=2e-3)
+    assert out["fusion"]["judge"]["calibrated"] is True
 
 
 def test_quorum_faults_and_clear_503(stubs, tmp_path):
@@ -323,3 +331,17 @@ def test_200_concurrent_requests_with_a_member_down(stubs, tmp_path):
                 assert {m["member"]: m["status"] for m in out["fusion"]["members"]}["down"] == "error"
         grown = _rss_mb() - before
     assert grown < 60, f"RSS grew {grown:.0f} MB over 400 requests"
+
+
+def test_agreement_counts_the_same_calls_whatever_their_ids_and_argument_order():
+    from finetune.pool.runtime import Answer, agreement
+
+    def call(name, args, cid):
+        return {"id": cid, "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}
+
+    same_a = Answer("a", "ok", tool_calls=[call("read_file", {"path": "u.py", "start": 1}, "x")])
+    same_b = Answer("b", "ok", tool_calls=[call("read_file", {"start": 1, "path": "u.py"}, "y")])
+    other = Answer("c", "ok", tool_calls=[call("read_file", {"path": "v.py"}, "z")])
+    text = Answer("d", "ok", content="read_file u.py")
+    assert agreement([same_a, same_b, other, text]) == [pytest.approx(1 / 3), pytest.approx(1 / 3), 0.0, 0.0]
+    assert agreement([same_a, same_b]) == [0.0, 0.0]  # two agreeing answers are one answer

@@ -147,7 +147,6 @@ def normalise_tool(tool: dict, where: str) -> dict:
     return {"name": name, "description": desc if isinstance(desc, str) else json.dumps(desc), "parameters": params}
 
 
-
 def validate_trace(trace: dict) -> dict:
     """Check and normalise a canonical trace; return the clean copy or raise ``RecordError``."""
     tools_in = trace.get("tools") or []

