@@ -3,8 +3,8 @@ whose recipe adds a ``train`` section: ``train/config.py``).
 
 Example::
 
-    spec = load_recipe("recipes/tiny/traces.yaml", [], Prepare)   # a training recipe is one too
-    prepare(spec)
+    prepare(Prepare.of("runs/tiny", [("data/sample/openai.jsonl", "auto")], "runs/data", max_seq_length=1024))
+    prepare(load_recipe("recipes/tiny/traces.yaml", [], Recipe))   # a training recipe is a Prepare too
 """
 
 from __future__ import annotations
