@@ -194,12 +194,10 @@ def cmd_data_prepare(args) -> int:
         if not (args.model and args.source and args.out):
             raise FinetuneError("without a RECIPE, --model, --source and --out are required")
         # The flags build the same tree a recipe holds, so they pass the same checks.
-        sources = [dict(zip(("path", "format"), parse_source(s), strict=True)) for s in args.source]
-        spec = recipe_from_tree({
-            "model": {"path": args.model, "chat_template": args.chat_template},
-            "data": {"sources": sources, "output_dir": args.out, "max_seq_length": args.max_seq_length,
-                     "validation_fraction": args.validation_fraction, "seed": args.seed,
-                     "max_reject_fraction": args.max_reject_fraction, "dedup": not args.no_dedup}}, "flags", Prepare)
+        spec = Prepare.of(args.model, [parse_source(s) for s in args.source], args.out, args.chat_template,
+                          where="flags", max_seq_length=args.max_seq_length,
+                          validation_fraction=args.validation_fraction, seed=args.seed,
+                          max_reject_fraction=args.max_reject_fraction, dedup=not args.no_dedup)
     stats = prepare(spec, progress=True)
     print(json.dumps({k: stats[k] for k in ("records_in", "records_ok", "records_rejected", "reject_reasons",
                                             "records_split", "samples", "tokens_total", "tokens_trained")}, indent=2))

@@ -119,11 +119,12 @@ class Prepare(Strict):
     data: Data
 
     @classmethod
-    def of(cls, model: str, sources: list, out: str, chat_template: str | None = None, **data) -> Prepare:
-        """The spec from Python values, checked by the same rules as a recipe (every problem at once).
-        ``sources``: ``Source`` objects, ``(path, format)`` pairs or ``{"path": ...}`` mappings;
-        ``data``: any other key of the data section (``max_seq_length=512``)."""
+    def of(cls, model: str, sources: list, out: str, chat_template: str | None = None, *, where: str = "prepare",
+           **data) -> Prepare:
+        """The spec from Python values, checked by the same rules as a recipe (every problem at once,
+        named after ``where``). ``sources``: ``Source`` objects, ``(path, format)`` pairs or
+        ``{"path": ...}`` mappings; ``data``: any other key of the data section (``max_seq_length=512``)."""
         trees = [s.model_dump() if isinstance(s, Source) else dict(zip(("path", "format"), s, strict=True))
                  if isinstance(s, tuple) else s for s in sources]
         return recipe_from_tree({"model": {"path": model, "chat_template": chat_template},
-                                 "data": {"sources": trees, "output_dir": out, **data}}, "prepare", cls)
+                                 "data": {"sources": trees, "output_dir": out, **data}}, where, cls)

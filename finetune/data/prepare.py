@@ -52,7 +52,6 @@ def parse_source(spec: str) -> tuple[str, str]:
 def load_model_tokenizer(model: str, chat_template: str | None):
     """The model's tokenizer fitted for training (``contracts/tokenizer.py``: the named template and
     any tokens it lacks, a pad distinct from EOS); returns (tokenizer, what fitting did)."""
-
     if not Path(model).exists():
         raise FinetuneError(f"model {model} does not exist (a folder with the tokenizer is needed)")
     tok = load_tokenizer(model)

@@ -96,7 +96,6 @@ def _reference(src: Source, tokenizer):
 
 def _qlora_as_trained(src: Source, ref) -> dict:
     """How far the 16-bit merge is from the 4-bit model the adapter was trained against."""
-
     train = Train.model_validate(src.run_info["recipe"]["train"])
     model = attach_adapter(load_model(str(src.model), train, "fp32"), src.adapter).eval()
     got = verify.hf_logits(model, ref.ids)

@@ -203,7 +203,6 @@ def _as_messages(value, role: str):
 def _preference(record) -> tuple[dict | None, str | None]:
     """One TRL preference record in any of its layouts -> conversational with explicit prompt,
     rendered in the judge's one prompt layout (tools as signatures, calls as text)."""
-
     if not isinstance(record, dict) or "chosen" not in record or "rejected" not in record:
         return None, "missing_chosen_or_rejected"
     chosen, rejected = record["chosen"], record["rejected"]

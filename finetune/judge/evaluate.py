@@ -55,10 +55,14 @@ def _ece(bins: list[dict]) -> float:
     return round(sum(b["pairs"] * abs(b["predicted"] - b["observed"]) for b in bins) / total, 4)
 
 
+def _both_orders(diffs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(first = chosen, outcome 1, diff d) and (first = rejected, outcome 0, diff -d) for each pair."""
+    return np.concatenate([diffs, -diffs]), np.concatenate([np.ones_like(diffs), np.zeros_like(diffs)])
+
+
 def fit_temperature(diffs: np.ndarray) -> float:
     """The T of ``sigmoid(d / T)`` with the least log-loss on both orders of every pair."""
-    d = np.concatenate([diffs, -diffs])
-    y = np.concatenate([np.ones_like(diffs), np.zeros_like(diffs)])
+    d, y = _both_orders(diffs)
     grid = np.logspace(-2, 2, 401)
     loss = [np.mean(np.logaddexp(0, -d / t) * y + np.logaddexp(0, d / t) * (1 - y)) for t in grid]
     return round(float(grid[int(np.argmin(loss))]), 4)
@@ -70,9 +74,7 @@ def _calibration(diffs: np.ndarray, out: Path) -> dict:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    # Both orders: (first = chosen, outcome 1, diff d) and (first = rejected, outcome 0, diff -d).
-    d = np.concatenate([diffs, -diffs])
-    y = np.concatenate([np.ones_like(diffs), np.zeros_like(diffs)])
+    d, y = _both_orders(diffs)
     t = fit_temperature(diffs)
     raw = _bins(1 / (1 + np.exp(-d)), y)
     bins = _bins(1 / (1 + np.exp(-d / t)), y)
@@ -112,7 +114,6 @@ def _reward_metrics(run: Path, pairs, out: Path) -> dict:
 
 def evaluate(run: Path, datasets: list[str], out: Path) -> dict:
     """Score the held-out pairs of ``datasets`` with the judge in ``run``; write ``out/eval.json``."""
-
     run, out = Path(run), Path(out)
     info_path = run / "judge.json"
     if not info_path.exists():

@@ -30,11 +30,10 @@ seeded by the trace and the turn, so that the judge learns what breaks a call ra
 fixed token (the same trace always gives the same pairs). A corruption is kept only if the
 toolkit's own call checker (the one ``data prepare`` applies) rejects it for the reason its label
 names; a valid-but-wrong one only if the checker accepts it and it differs from what the trace
-did. Calls are
-rendered as text (``<tool_call>{"name": ..., "arguments": ...}</tool_call>``) and the tools go
-into the system message as one compact signature each (``read_file(path*: string, start_line:
-integer) - Read a file.``, ``*`` = required), so a text-only judge with a short context sees the
-whole contract next to the question.
+did. Calls are rendered as text (``<tool_call>{"name": ..., "arguments": ...}</tool_call>``) and
+the tools go into the system message as one compact signature each (``read_file(path*: string,
+start_line: integer) - Read a file.``, ``*`` = required), so a text-only judge with a short
+context sees the whole contract next to the question.
 
 Example::
 
@@ -124,10 +123,10 @@ def _carry(args: dict, params: dict) -> dict:
     out = {k: v for k, v in args.items() if k in props and type_ok(v, _type_of(props[k]))}
     for r in params.get("required", []):
         if r not in out:
-            t = _type_of(props.get(r, {})) or "string"
+            schema = props.get(r, {})
+            t = _type_of(schema) or "string"
             same = [v for v in args.values() if type_ok(v, t)]
-            out[r] = props.get(r, {}).get("enum", [None])[0] if props.get(r, {}).get("enum") else \
-                same[0] if same else _PLACEHOLDER.get(t, "example")
+            out[r] = (schema.get("enum") or same or [_PLACEHOLDER.get(t, "example")])[0]
     return out
 
 

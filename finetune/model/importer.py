@@ -202,7 +202,6 @@ def _read_hf(origin: Origin, dtype, say):
 
 def _choose_template(tok, requested: str | None) -> tuple[str | None, str]:
     """(toolkit template to apply or None for the model's own, why)."""
-
     if requested is not None:
         missing = [t for t in TEMPLATES[requested].special_tokens if t not in tok.get_vocab()]
         if missing:

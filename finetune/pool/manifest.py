@@ -205,7 +205,6 @@ def schema_text() -> str:
 
 def parse_manifest(text: str, where: str) -> Manifest:
     """Strictly validate manifest JSON; ``where`` names it in errors."""
-
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:

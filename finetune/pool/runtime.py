@@ -49,7 +49,7 @@ import httpx
 
 from finetune import FinetuneError, RecordError
 from finetune.contracts.chat import TEMPLATES
-from finetune.contracts.judging import judge_prompt, parse_verdict, verdict_prompt
+from finetune.contracts.judging import canonical_call, judge_prompt, parse_verdict, verdict_prompt
 from finetune.contracts.toolcalls import check_call
 from finetune.pool.local import LocalServers
 from finetune.pool.manifest import Endpoint, Manifest, artifact_root, load_manifest
@@ -173,16 +173,8 @@ def calls_key(answer: Answer) -> str | None:
     """What a tool-call answer does, whatever its call ids and argument order (None: a text answer)."""
     if not answer.tool_calls:
         return None
-    calls = []
-    for c in answer.tool_calls:
-        f = c.get("function", c)
-        args = f.get("arguments")
-        try:
-            args = json.loads(args) if isinstance(args, str) else args
-        except json.JSONDecodeError:
-            pass
-        calls.append([f.get("name"), json.dumps(args, sort_keys=True)])
-    return json.dumps(sorted(calls))
+    calls = [canonical_call(c) for c in answer.tool_calls]
+    return json.dumps(sorted([c["name"], json.dumps(c["arguments"], sort_keys=True)] for c in calls))
 
 
 def agreement(candidates: list[Answer]) -> list[float]:
@@ -196,7 +188,6 @@ def agreement(candidates: list[Answer]) -> list[float]:
 
 def as_judged(answer: Answer) -> list[dict]:
     """An answer as the judge reads it: its text with calls rendered as <tool_call> lines."""
-
     return judge_prompt([], [{"role": "assistant", "content": answer.content, "tool_calls": answer.tool_calls}])
 
 
@@ -442,7 +433,6 @@ class Pool:
 
     async def _pick(self, messages, tools, candidates: list[Answer]) -> tuple[int, dict]:
         """Index of the winning candidate and what the judge said."""
-
         start = time.perf_counter()
         if self.reward is not None:
             prompt = judge_prompt(tools or [], messages)
@@ -487,7 +477,6 @@ class Pool:
     def _judge_messages(self, instruction: str, messages, tools, candidates: list[Answer]) -> list[dict]:
         """The generative judge's conversation from the manifest's templates: the ``system``
         (verdict) or ``merge`` instruction, then the task and the candidates."""
-
         return verdict_prompt(judge_prompt(tools or [], messages), [as_judged(a) for a in candidates],
                               self.manifest.judge.templates, instruction)
 

@@ -77,7 +77,6 @@ def _check_launch() -> dict:
 
 def _check_tokenizer(tok, model_path: str) -> list[int]:
     """Refuse a tokenizer training cannot use; return the ids the model has no trained row for."""
-
     if tok.pad_token is None or tok.pad_token_id == tok.eos_token_id:
         raise FinetuneError(f"the data's tokenizer has pad token {tok.pad_token!r}, the same as EOS: padding would "
                             "mask every EOS out of the loss and the model would never learn to stop; prepare the "
