@@ -41,10 +41,9 @@ from finetune.eval.config import EvalRecipe
 from finetune.eval.contenders import Contender, EndpointModel, GGUFModel, HFModel, PoolModel, Reply, read_wire_calls
 from finetune.eval.score import score_calls
 from finetune.eval.tasks import load_tasks, task_key
+from finetune.judge.execute import FENCE
 from finetune.judge.sandbox import Limits, Sandbox
 from finetune.pool.manifest import artifact_root, artifacts_of, load_manifest
-
-_FENCE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)(?:```|$)", re.S)
 
 
 def _fingerprint(paths: list[Path]) -> list:
@@ -99,7 +98,7 @@ def expand(spec: Spec) -> list[tuple[Contender, list[Path]]]:
 def extract_code(text: str, task: dict) -> str:
     """The program to test: the first fenced block of the answer (or all of it), after the problem's
     prompt (its imports and helpers); an answer that is only the body continues the prompt."""
-    m = _FENCE.search(text)
+    m = FENCE.search(text)
     code = m.group(1) if m else text
     defines = re.search(rf"^\s*def\s+{re.escape(task['entry_point'])}\s*\(", code, re.M)
     return task["prompt"] + ("\n\n" + code if defines else code)

@@ -150,6 +150,10 @@ class Fusion(Strict):
     early_finish_grace_s: float | None = Field(
         default=None, gt=0.0, description="Once the quorum has answered, wait at most this long for the rest "
                                           "(none: wait for every member or its timeout).")
+    execute_checks: bool = Field(
+        default=True, description="Run each candidate's code against the doctests and asserts in the request, "
+                                  "in the bubblewrap sandbox, and judge only those that pass when some do (where "
+                                  "the gateway host has no bubblewrap, nothing runs and the record says so).")
     tool_calls: Literal["choose_valid"] = Field(
         default="choose_valid", description="Tool-call answers are validated against the request's tool "
                                             "schemas and chosen among the valid ones, never merged.")

@@ -4,7 +4,8 @@
 local GGUF artifacts and talks to the others at their manifest ``endpoint`` over HTTP (httpx);
 nothing else is ever called. ``await pool.complete(job)`` (a request checked by
 :mod:`finetune.pool.request`) returns an OpenAI ``chat.completion`` with a ``fusion`` record:
-every member's answer, status, latency and usage, the judge's scores (with ``confidence``, the
+every member's answer, status, latency and usage, which answers passed the request's own doctests
+and asserts in the sandbox (only those are judged, when some pass), the judge's scores (with ``confidence``, the
 calibrated probability that its pick is right) or verdict, the mode and the total time. A
 reward-model pick among three or more answers is hybrid: the judge's probability plus the
 agreement of the other answers' tool calls (:func:`agreement`).
@@ -51,6 +52,8 @@ from finetune import FinetuneError, RecordError
 from finetune.contracts.chat import TEMPLATES
 from finetune.contracts.judging import canonical_call, judge_prompt, parse_verdict, verdict_prompt
 from finetune.contracts.toolcalls import check_call
+from finetune.judge.execute import request_checks, run_checks
+from finetune.judge.sandbox import Limits, Sandbox
 from finetune.pool.local import LocalServers
 from finetune.pool.manifest import Endpoint, Manifest, artifact_root, load_manifest
 from finetune.pool.request import Job
@@ -206,6 +209,7 @@ class Pool:
         self.local = None  # LocalServers, when the manifest has local GGUF members
         self.ceilings: dict[str, int] = {}  # local member -> the most tokens it generates within the timeout
         self.supervisor: asyncio.Task | None = None  # restarts local servers that die
+        self.box, self.no_box = None, None  # the sandbox for the request's checks, or why there is none
 
     async def __aenter__(self):
         await self.start()
@@ -229,6 +233,12 @@ class Pool:
             if "judge" in self.local.counters:
                 self.ceilings["judge"] = await self._ceiling(self.judge_endpoint, None)
             self.supervisor = asyncio.create_task(self._supervise())
+        if m.fusion.execute_checks:
+            try:
+                self.box = Sandbox(Limits(wall_seconds=5.0, cpu_seconds=5))  # bubblewrap only, never unsafe
+            except FinetuneError as exc:
+                self.no_box = str(exc).split(":")[0]
+                log.warning("fusion.execute_checks: %s; requests' doctests and asserts will not be run", exc)
         if m.judge.kind == "reward_model":
             from finetune.judge.score import RewardJudge
 
@@ -431,6 +441,21 @@ class Pool:
 
     # -- the judge --------------------------------------------------------------------------------
 
+    async def _execute(self, job: Job, valid: list[Answer], record: dict) -> list[Answer]:
+        """The answers the judge chooses among: when the request carries doctests or asserts and
+        some (not all) candidates' code passes them in the sandbox, only those."""
+        checks = request_checks(job.messages) if self.manifest.fusion.execute_checks else None
+        if not checks or len(valid) < 2 or any(a.tool_calls for a in valid):
+            return valid
+        if self.box is None:
+            record["execution"] = {"skipped": self.no_box}
+            return valid
+        outcomes = await asyncio.gather(*(asyncio.to_thread(run_checks, self.box, a.content, checks)
+                                          for a in valid))
+        record["execution"] = {a.member: o.reason for a, o in zip(valid, outcomes, strict=True)}
+        passing = [a for a, o in zip(valid, outcomes, strict=True) if o.passed]
+        return passing if passing else valid
+
     async def _pick(self, messages, tools, candidates: list[Answer]) -> tuple[int, dict]:
         """Index of the winning candidate and what the judge said."""
         start = time.perf_counter()
@@ -521,24 +546,26 @@ class Pool:
                 f"{a.member}: {a.status}" + (f" ({a.error})" if a.error else "") for a in answers
                 if a.status != "ok"), record)
         record["below_quorum"] = len(valid) < f.quorum
+        judged = await self._execute(job, valid, record)
         free_text = not any(a.tool_calls for a in valid) and job.schema is None
-        if f.mode == "merge" and free_text and len(valid) > 1:
-            text, record["judge"] = await self._merge(job.messages, job.tools, valid)
+        if f.mode == "merge" and free_text and len(judged) > 1:
+            text, record["judge"] = await self._merge(job.messages, job.tools, judged)
             if text is not None:
                 message, winner, finish = {"role": "assistant", "content": text}, "merged", "stop"
             else:
                 record["judge"]["fallback"] = "the merge failed; the cheapest valid answer was taken"
-                best = min(valid, key=lambda a: self._cost(a.member))
+                best = min(judged, key=lambda a: self._cost(a.member))
                 message, winner, finish = message_of(best), best.member, best.finish_reason
         else:
             if f.mode == "merge" and len(valid) > 1:
                 record["merge_skipped"] = ("tool-call answers are chosen, never merged" if job.schema is None
                                            else "answers in a response_format are chosen, never merged")
-            if len(valid) == 1:
-                index, record["judge"] = 0, {"kind": m.judge.kind, "skipped": "one valid answer"}
+            if len(judged) == 1:
+                index, record["judge"] = 0, {"kind": m.judge.kind, "skipped": "one valid answer" if len(valid) == 1
+                                             else "one answer passed the request's doctests and asserts"}
             else:
-                index, record["judge"] = await self._pick(job.messages, job.tools, valid)
-            message, winner, finish = message_of(valid[index]), valid[index].member, valid[index].finish_reason
+                index, record["judge"] = await self._pick(job.messages, job.tools, judged)
+            message, winner, finish = message_of(judged[index]), judged[index].member, judged[index].finish_reason
         record["winner"] = winner
         record["total_latency_s"] = round(time.perf_counter() - start, 4)
         usage = {k: sum(int(a.usage.get(k) or 0) for a in history) for k in ("prompt_tokens", "completion_tokens")}

@@ -158,6 +158,37 @@ def test_quorum_faults_and_clear_503(stubs, tmp_path):
     assert r.status_code == 200 and r.json()["fusion"]["below_quorum"] is True
 
 
+def test_candidates_failing_the_requests_own_doctests_and_asserts_are_not_judged(stubs, tmp_path):
+    ask = [{"role": "user", "content": "Write clamp(x, lo, hi).\n>>> clamp(5, 0, 3)\n3\nassert clamp(-1, 0, 3) == 0"}]
+    wrong = stubs(content="```python\ndef clamp(x, lo, hi):\n    return min(x, hi)\n```")
+    right = stubs(content="```python\ndef clamp(x, lo, hi):\n    return max(lo, min(x, hi))\n```")
+    also_right = stubs(content="def clamp(x, lo, hi):\n    return sorted((lo, x, hi))[1]\n")
+    prose = stubs(content="Use min and max.")
+    judge = stubs(content='{"winner": "B"}')
+    members = {"wrong": wrong, "right": right, "also_right": also_right, "prose": prose}
+    with gateway(write_manifest(tmp_path / "m.json", members, judge)) as url:
+        out = _post(url, {"messages": ask}).json()
+    assert out["fusion"]["execution"] == {"wrong": "test_failed", "right": "passed", "also_right": "passed",
+                                          "prose": "no_program"}
+    shown = judge.requests[0]["body"]["messages"][1]["content"]  # only the two that passed
+    assert "max(lo, min(x, hi))" in shown and "sorted((lo, x, hi))" in shown
+    assert "return min(x, hi)" not in shown and "Candidate C" not in shown
+    assert out["fusion"]["winner"] == "also_right"
+    # One passes: it wins without the judge. None passes: all are judged. Switched off: nothing runs.
+    with gateway(write_manifest(tmp_path / "one.json", {"wrong": wrong, "right": right}, judge)) as url:
+        out = _post(url, {"messages": ask}).json()
+    assert out["fusion"]["winner"] == "right" and len(judge.requests) == 1
+    assert out["fusion"]["judge"]["skipped"] == "one answer passed the request's doctests and asserts"
+    with gateway(write_manifest(tmp_path / "none.json", {"wrong": wrong, "prose": prose}, judge)) as url:
+        out = _post(url, {"messages": ask}).json()
+    assert out["fusion"]["execution"] == {"wrong": "test_failed", "prose": "no_program"}
+    assert out["fusion"]["winner"] == "prose" and len(judge.requests) == 2
+    with gateway(write_manifest(tmp_path / "off.json", {"wrong": wrong, "right": right}, judge,
+                                execute_checks=False)) as url:
+        out = _post(url, {"messages": ask}).json()
+    assert "execution" not in out["fusion"] and out["fusion"]["winner"] == "right" and len(judge.requests) == 3
+
+
 def test_early_finish_cancels_stragglers(stubs, tmp_path):
     fast1, fast2, straggler = stubs(content="a"), stubs(content="b"), stubs(delay=4.0)
     judge = stubs(content='{"winner": "A"}')
