@@ -24,6 +24,12 @@ what the judge must tell apart in a pool:
 * ``dropped_optional``: an optional argument the request asked for, left out
 * ``call_instead_of_answer``: where the trace answered in plain text, a tool call
 * ``answer_instead_of_call``: where the trace called a tool, a plain-text reply instead
+* ``no_fitting_tool``: the same request with the called tools taken away, where a plain reply
+  beats a call of the nearest tool left (BFCL's irrelevance case); with the kind above, the same
+  replies are right or wrong only by whether an offered tool fits
+
+A needless call (``call_instead_of_answer``, ``no_fitting_tool``) has its arguments filled from
+what the user said, so it looks like a real attempt rather than a placeholder.
 
 Which argument, which other tool, which value and which JSON defect is drawn from a generator
 seeded by the trace and the turn, so that the judge learns what breaks a call rather than one
@@ -61,7 +67,7 @@ _INVENTED = ["force", "dry_run", "overwrite", "retries", "user_id", "format", "a
              "priority", "debug", "encoding", "region"]
 _INVENTED_VALUES = [True, "yes", 3, "json", None]
 VALID_BUT_WRONG = ("nearest_function", "wrong_value", "swapped_arguments", "dropped_optional",
-                   "call_instead_of_answer", "answer_instead_of_call")
+                   "call_instead_of_answer", "answer_instead_of_call", "no_fitting_tool")
 _NO_CALL_REPLIES = ["I can't do that from here; you will have to do it yourself.",
                     "Sure, that is done.", "I don't have access to that, sorry.",
                     "Here is what I found: nothing needed changing.", "That should work as it is.",
@@ -197,12 +203,13 @@ def _checked(reason: str, call: dict, original: dict, tools: dict[str, dict]) ->
         (checked["name"], checked["arguments"]) != (original.get("name"), original.get("arguments"))
 
 
-def _needless_call(tools: dict[str, dict], rng: random.Random) -> dict:
+def _needless_call(tools: dict[str, dict], context: list, rng: random.Random) -> dict:
+    """A call of an offered tool that looks like a real attempt: its required arguments filled
+    from what the user said (a value of the argument's type), else the enum's first member or a
+    placeholder."""
     name = rng.choice(sorted(tools))
-    params = tools[name]["parameters"]
-    props = params.get("properties") or {}
-    args = {r: _PLACEHOLDER.get(_type_of(props.get(r, {})) or "string", "example") for r in params.get("required", [])}
-    return {"id": None, "name": name, "arguments": args}
+    said = {f"_{i}": v for i, v in enumerate(context)}
+    return {"id": None, "name": name, "arguments": _carry(said, tools[name]["parameters"])}
 
 
 def _pair(pairs: list, prompt: list, chosen: list, group: str, reason: str, rejected: str) -> None:
@@ -225,12 +232,12 @@ def trace_pairs(trace: dict) -> list[dict]:
         calls = m.get("tool_calls", [])
         group = ",".join(sorted({c["name"] for c in calls})) if calls else "answer:" + "|".join(sorted(tools))
         pair = functools.partial(_pair, pairs, prompt, chosen, group)
+        context = [e for x in messages[:i] if x["role"] in ("user", "tool") for e in _entities(x.get("content") or "")]
         if not calls:
-            needless = _needless_call(tools, _rng(trace, i, 0))
+            needless = _needless_call(tools, context, _rng(trace, i, 0))
             if _checked("call_instead_of_answer", needless, {}, tools):
                 pair("call_instead_of_answer", render_call(needless))
             continue
-        context = [e for x in messages[:i] if x["role"] in ("user", "tool") for e in _entities(x.get("content") or "")]
         for j, call in enumerate(calls):
             rng = _rng(trace, i, j)
             wrong = list(_corruptions(call, tools, rng))
@@ -241,4 +248,29 @@ def trace_pairs(trace: dict) -> list[dict]:
                     rendered[j] = render_call(bad, raw)
                     pair(reason, render_turn(m, rendered))
         pair("answer_instead_of_call", _rng(trace, i, len(calls)).choice(_NO_CALL_REPLIES))
+        _no_fitting_tool(pairs, trace, i, tools, group)
     return pairs
+
+
+def _no_fitting_tool(pairs: list, trace: dict, turn: int, offered: dict[str, dict], group: str) -> None:
+    """The same request with the tools it called taken away: a plain reply now beats the call of
+    the nearest remaining tool (schema-valid, arguments carried over). Beside
+    ``answer_instead_of_call`` on the full tool list, the same replies are right or wrong only by
+    whether an offered tool fits the request."""
+    m = trace["messages"][turn]
+    called = {c["name"] for c in m["tool_calls"]}
+    left = [t for t in trace["tools"] if t["name"] not in called]
+    if not left:
+        return
+    tools = {t["name"]: t for t in left}
+    first = m["tool_calls"][0]
+    near = _nearest(first["name"], {**tools, first["name"]: offered[first["name"]]})
+    rng = _rng(trace, turn, -1)
+    call = {"id": None, "name": near, "arguments": _carry(first["arguments"], tools[near]["parameters"])}
+    if not _checked("no_fitting_tool", call, {}, tools):
+        return
+    names = ", ".join(sorted(tools))
+    reply = rng.choice([*_NO_CALL_REPLIES, f"None of the tools I have ({names}) can do that.",
+                        f"I can't do that with {names}; it needs a tool I don't have."])
+    _pair(pairs, judge_prompt(left, trace["messages"][:turn]), [{"role": "assistant", "content": reply}], group,
+          "no_fitting_tool", render_call(call))

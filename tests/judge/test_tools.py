@@ -39,14 +39,26 @@ def test_each_corruption_is_what_its_label_says():
     pairs = trace_pairs(trace)
     assert sorted(p["reason"] for p in pairs) == sorted([
         "wrong_function", "missing_required_argument", "wrong_argument_type", "unknown_argument", "malformed_json",
-        "nearest_function", "wrong_value", "dropped_optional", "answer_instead_of_call", "call_instead_of_answer"])
+        "nearest_function", "wrong_value", "dropped_optional", "answer_instead_of_call", "call_instead_of_answer",
+        "no_fitting_tool"])
     for p in pairs:
         chosen, rejected = p["chosen"][0]["content"], p["rejected"][0]["content"]
         assert chosen != rejected
+        if p["reason"] == "no_fitting_tool":  # read_file taken away: a reply beats calling what is left
+            assert "read_file" not in p["prompt"][0]["content"] and "run_tests" in p["prompt"][0]["content"]
+            assert p["prompt"][1:] == [{"role": "user", "content": "Show me utils.py from line 10."}]
+            assert "<tool_call>" not in chosen and p["group"] == "read_file"
+            # verbose is required (no `required` list: every property without a default is); no boolean
+            # was said, so it gets the placeholder.
+            assert json.loads(CALL.search(rejected).group(1)) == {"name": "run_tests", "arguments": {"verbose": True}}
+            continue
         assert "read_file" in p["prompt"][0]["content"] and p["prompt"][0]["role"] == "system"
         if p["reason"] == "call_instead_of_answer":
             assert chosen == "It defines one function, f." and p["prompt"][-1]["role"] == "tool"
-            assert check_call(json.loads(CALL.search(rejected).group(1)), tools, "test")
+            needless = json.loads(CALL.search(rejected).group(1))
+            assert check_call(needless, tools, "test")
+            # Its arguments come from what was said, not placeholders.
+            assert needless["arguments"] in ({"path": "utils.py"}, {"verbose": True}), needless
             continue
         assert chosen == '<tool_call>{"name": "read_file", "arguments": {"path": "utils.py", "start": 10}}</tool_call>'
         assert p["group"] == "read_file"
