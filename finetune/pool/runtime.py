@@ -189,6 +189,19 @@ def agreement(candidates: list[Answer]) -> list[float]:
     return [0.0 if k is None else (keys.count(k) - 1) / (len(keys) - 1) for k in keys]
 
 
+def hybrid_pick(scores: list[float], temperature: float | None, candidates: list[Answer]
+                ) -> tuple[int, list[float], list[float]]:
+    """A reward judge's pick: (winner, the judge's probabilities, the call agreement). The
+    probabilities are the softmax of the scores at the fitted temperature; the winner has the
+    highest probability plus share of other answers making the same tool calls (ties: score)."""
+    top = max(scores)
+    weights = [math.exp((s - top) / (temperature or 1.0)) for s in scores]
+    probs = [w / sum(weights) for w in weights]
+    votes = agreement(candidates)
+    best = max(range(len(candidates)), key=lambda i: (probs[i] + votes[i], scores[i]))
+    return best, probs, votes
+
+
 def as_judged(answer: Answer) -> list[dict]:
     """An answer as the judge reads it: its text with calls rendered as <tool_call> lines."""
     return judge_prompt([], [{"role": "assistant", "content": answer.content, "tool_calls": answer.tool_calls}])
@@ -464,12 +477,7 @@ class Pool:
             scores = await asyncio.to_thread(self.reward.score, [prompt] * len(candidates),
                                              [as_judged(a) for a in candidates])
             t = self.manifest.judge.temperature
-            top = max(scores)
-            weights = [math.exp((s - top) / (t or 1.0)) for s in scores]
-            probs = [w / sum(weights) for w in weights]
-            # Hybrid: the judge's probability plus the share of other answers making the same calls.
-            votes = agreement(candidates)
-            best = max(range(len(candidates)), key=lambda i: (probs[i] + votes[i], scores[i]))
+            best, probs, votes = hybrid_pick(scores, t, candidates)
             record = {"kind": "reward_model", "scores": {a.member: round(s, 4) for a, s in
                                                          zip(candidates, scores, strict=True)},
                       "confidence": round(probs[best], 4), "calibrated": t is not None}
