@@ -250,7 +250,7 @@ class Pool:
             try:
                 self.box = Sandbox(Limits(wall_seconds=5.0, cpu_seconds=5))  # bubblewrap only, never unsafe
             except FinetuneError as exc:
-                self.no_box = str(exc).split(":")[0]
+                self.no_box = str(exc).split(" (")[0]  # "no sandbox: executing candidate code needs bubblewrap"
                 log.warning("fusion.execute_checks: %s; requests' doctests and asserts will not be run", exc)
         if m.judge.kind == "reward_model":
             from finetune.judge.score import RewardJudge

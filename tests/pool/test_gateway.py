@@ -189,6 +189,22 @@ def test_candidates_failing_the_requests_own_doctests_and_asserts_are_not_judged
     assert "execution" not in out["fusion"] and out["fusion"]["winner"] == "right" and len(judge.requests) == 3
 
 
+def test_without_bubblewrap_nothing_runs_and_the_record_says_so(stubs, tmp_path, monkeypatch):
+    from finetune.pool.request import parse_request
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap on the PATH
+    a, b = stubs(content="def f():\n    return 1\n"), stubs(content="def f():\n    return 2\n")
+    judge = stubs(content='{"winner": "B"}')
+    body = {"model": "pool", "messages": [{"role": "user", "content": "Write f.\nassert f() == 1"}]}
+
+    async def ask():
+        async with Pool(write_manifest(tmp_path / "m.json", {"a": a, "b": b}, judge)) as pool:
+            return await pool.complete(parse_request(json.dumps(body).encode()))
+    out = asyncio.run(ask())
+    assert out["fusion"]["execution"] == {"skipped": "no sandbox: executing candidate code needs bubblewrap"}
+    assert out["fusion"]["winner"] == "b"  # judged as before: the failing answer was not dropped
+
+
 def test_early_finish_cancels_stragglers(stubs, tmp_path):
     fast1, fast2, straggler = stubs(content="a"), stubs(content="b"), stubs(delay=4.0)
     judge = stubs(content='{"winner": "A"}')
