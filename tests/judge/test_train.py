@@ -65,6 +65,40 @@ def test_reward_model_judge(minilm, judge_data, tmp_path):
     assert isinstance(a, float) and a != b
 
 
+def test_lora_reward_judge_on_a_causal_lm_merges_adapter_and_head(models, judge_data, tmp_path):
+    """The SmolLM2 recipe's path on a tiny Llama: LoRA on a causal LM with a new score head; the
+    saved plain model scores exactly as the trained adapter + head do, at the last real token."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    from finetune.judge.score import RewardJudge, encode
+
+    recipe = recipe_from_tree({
+        "model": {"path": str(models["spm-hermes"])},
+        "judge": {"kind": "reward_model", "datasets": [str(judge_data)], "max_length": 256},
+        "train": {"method": "lora", "lora": {"r": 8, "alpha": 16, "dropout": 0.0}, "learning_rate": 3e-3,
+                  "max_steps": 6, "per_device_batch_size": 4, "gradient_accumulation_steps": 1,
+                  "warmup_ratio": 0.0, "lr_scheduler": "constant", "output_dir": str(tmp_path / "judge")}},
+        "test", JudgeRecipe)
+    run = train_judge(recipe, show_progress=False)
+    assert len(_losses(run / "metrics.jsonl")) == 6
+    judge = RewardJudge.from_run(run)
+    prompt = [{"role": "user", "content": "Complete add(a, b)."}]
+    answers = [[{"role": "assistant", "content": "return a + b"}], [{"role": "assistant", "content": "return a - b"}]]
+    merged = judge.score([prompt] * 2, answers)
+    base = AutoModelForSequenceClassification.from_pretrained(str(models["spm-hermes"]), num_labels=1)
+    if base.get_input_embeddings().num_embeddings < len(judge.tokenizer):  # the pad the judge added
+        base.resize_token_embeddings(len(judge.tokenizer))
+    base.config.pad_token_id = judge.tokenizer.pad_token_id
+    trained = PeftModel.from_pretrained(base, str(run / "adapter")).eval()
+    with torch.no_grad():
+        for answer, score in zip(answers, merged, strict=True):
+            ids = torch.tensor([encode(judge.tokenizer, prompt, answer, 256)])
+            assert trained(input_ids=ids).logits[0, 0].item() == pytest.approx(score, abs=1e-4)
+    assert merged[0] != merged[1]
+
+
 def test_generative_judge(models, judge_data, tmp_path, capsys):
     from finetune.cli import main
     from finetune.contracts.judging import parse_verdict, verdict
