@@ -43,8 +43,9 @@ def _tasks(eval_dir: Path, bfcl_limit: int | None) -> dict[str, dict]:
     return {t["id"]: t for t in tasks}
 
 
-def _choices(eval_dir: Path, tasks: dict[str, dict]) -> list[dict]:
-    """Every saved request that had two or more valid answers, with its parsed request."""
+def _choices(eval_dir: Path, tasks: dict[str, dict], scored: dict) -> list[dict]:
+    """Every saved request that had two or more valid answers, with its parsed request; ``scored``
+    gets every answer's score, per contender, by (task, sample)."""
     from finetune.pool.request import parse_request
     from finetune.pool.runtime import Answer
 
@@ -52,6 +53,8 @@ def _choices(eval_dir: Path, tasks: dict[str, dict]) -> list[dict]:
     for line in (eval_dir / "answers.jsonl").read_text().splitlines():
         r = json.loads(line)
         candidates = (r.get("fusion") or {}).get("candidates") or []
+        key = (r["task_id"], r["sample"])
+        scored.setdefault(r["contender"], {})[key] = float(r["correct"])
         if len(candidates) < 2:
             continue
         if r["task_id"] not in tasks:
@@ -59,7 +62,7 @@ def _choices(eval_dir: Path, tasks: dict[str, dict]) -> list[dict]:
                              "pass the --bfcl-limit the eval ran with")
         task = tasks[r["task_id"]]
         body = {"model": "pool", "messages": task["messages"], **({"tools": task["tools"]} if task["tools"] else {})}
-        out.append({"contender": r["contender"], "task": task, "job": parse_request(json.dumps(body).encode()),
+        out.append({"contender": r["contender"], "key": key, "task": task, "job": parse_request(json.dumps(body).encode()),
                     "answers": [Answer(c["member"], "ok", c["content"] or "", c.get("tool_calls") or [])
                                 for c in candidates],
                     "recorded": r["judge"]["picked"]})
@@ -93,14 +96,22 @@ def _executed(choices: list[dict]) -> None:
         c["judged"] = keep
 
 
-def _interval(picks: list[float], random: list[float]) -> dict:
+def _interval(picks: list[float], random: list[float], group: list[dict], scored: dict[tuple, float],
+              best: dict[tuple, float]) -> dict:
+    """The pick's accuracy and its difference from a random pick, with 95% intervals; and, had the
+    contender picked this way, its accuracy over all its tasks and the paired difference from the
+    best single model (``best``) on them."""
     from finetune.eval.stats import mean_interval, paired_difference
 
     acc = mean_interval(picks)
     diff = paired_difference(picks, random)
+    whole = {**scored, **{c["key"]: p for c, p in zip(group, picks, strict=True)}}
+    keys = sorted(whole)
+    vs_best = paired_difference([whole[k] for k in keys], [best[k] for k in keys])
     return {"accuracy": round(acc["mean"], 3), "ci": [round(acc["low"], 3), round(acc["high"], 3)],
             "minus_random": round(diff["diff"], 3), "minus_random_ci": [round(diff["low"], 3), round(diff["high"], 3)],
-            "p": round(diff["p"], 3)}
+            "p": round(diff["p"], 3), "contender_accuracy": round(sum(whole.values()) / len(whole), 3),
+            "minus_best_model": round(vs_best["diff"], 3), "minus_best_model_p": round(vs_best["p"], 3)}
 
 
 def main() -> None:
@@ -115,24 +126,29 @@ def main() -> None:
     from finetune.judge.score import RewardJudge
     from finetune.pool.runtime import agreement, as_judged, hybrid_pick
 
-    choices = _choices(args.eval, _tasks(args.eval, args.bfcl_limit))
+    scored: dict[str, dict[tuple, float]] = {}
+    choices = _choices(args.eval, _tasks(args.eval, args.bfcl_limit), scored)
     _right(choices)
     _executed(choices)
     by = defaultdict(list)
     for c in choices:
         by[c["contender"]].append(c)
-    results = {}
+    singles = {n: v for n, v in scored.items() if n not in by}
+    best_name = max(singles, key=lambda n: sum(singles[n].values()) / len(singles[n]))
+    results = {"best_model": {"name": best_name, "accuracy": round(sum(singles[best_name].values())
+                                                                   / len(singles[best_name]), 3)}}
     for contender, group in by.items():
+        ctx = (group, scored[contender], singles[best_name])
         random = [sum(c["right"]) / len(c["right"]) for c in group]
         row = {"choices": len(group), "random_pick": round(sum(random) / len(group), 3),
                "perfect_pick": round(sum(any(c["right"]) for c in group) / len(group), 3),
-               "recorded_pick": _interval([float(c["recorded"]) for c in group], random)}
+               "the eval run's own pick": _interval([float(c["recorded"]) for c in group], random, *ctx)}
         votes = [agreement(c["answers"]) for c in group]
-        row["agreement_alone"] = _interval(
+        row["call agreement alone"] = _interval(
             [(sum(r for r, v in zip(c["right"], vs, strict=True) if v == max(vs)) / vs.count(max(vs)))
-             for c, vs in zip(group, votes, strict=True)], random)
-        row["executed_then_random"] = _interval(
-            [sum(c["right"][i] for i in c["judged"]) / len(c["judged"]) for c in group], random)
+             for c, vs in zip(group, votes, strict=True)], random, *ctx)
+        row["request's checks, then random"] = _interval(
+            [sum(c["right"][i] for i in c["judged"]) / len(c["judged"]) for c in group], random, *ctx)
         for spec in args.judge:
             name, _, run = spec.partition("=")
             judge = RewardJudge.from_run(Path(run))
@@ -144,20 +160,24 @@ def main() -> None:
                 scores = judge.score([prompt] * len(shown), [as_judged(a) for a in shown])
                 alone.append(float(c["right"][c["judged"][max(range(len(shown)), key=scores.__getitem__)]]))
                 hybrid.append(float(c["right"][c["judged"][hybrid_pick(scores, temperature, shown)[0]]]))
-            row[f"{name}: judge alone"] = _interval(alone, random)
-            row[f"{name}: as the gateway picks"] = _interval(hybrid, random)
+            row[f"{name}: judge alone"] = _interval(alone, random, *ctx)
+            row[f"{name}: as the gateway picks"] = _interval(hybrid, random, *ctx)
         results[contender] = row
     if args.out:
         args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print("| contender (requests; random, perfect pick) | pick | right [95% CI] | minus random [95% CI], p |")
-    print("|---|---|---|---|")
+    best = results.pop("best_model")
+    print(f"best single model: {best['name']}, {best['accuracy']:.1%} of all tasks\n")
+    print("| contender (requests; random, perfect pick) | pick | right [95% CI] | minus random [95% CI], p "
+          "| contender, all tasks (minus best model, p) |")
+    print("|---|---|---|---|---|")
     for contender, row in results.items():
         head = f"{contender} ({row['choices']}; {row['random_pick']:.1%}, {row['perfect_pick']:.1%})"
         for pick, r in row.items():
             if isinstance(r, dict):
                 print(f"| {head} | {pick} | {r['accuracy']:.1%} [{r['ci'][0]:.1%}, {r['ci'][1]:.1%}] | "
                       f"{r['minus_random']:+.1%} [{r['minus_random_ci'][0]:+.1%}, {r['minus_random_ci'][1]:+.1%}], "
-                      f"p={r['p']:.2f} |")
+                      f"p={r['p']:.2f} | {r['contender_accuracy']:.1%} ({r['minus_best_model']:+.1%}, "
+                      f"p={r['minus_best_model_p']:.2f}) |")
                 head = ""
 
 

@@ -15,7 +15,9 @@ with LoRA) trained on the same pairs, in one run, scored on the same held-out pa
 4. Each judge scored the way the gateway scores (``judge_prompt`` layout, ``RewardJudge.score``) on
    the held-out domains' pairs, per kind, and on the held-out code mutants; plus its scoring
    throughput. Targets (issue 18): >= 90% on held-out valid-but-wrong tool pairs, >= 85% on
-   held-out code mutants. ``--keep DIR`` keeps the judge runs (for ``benchmarks/judge_pick.py``).
+   held-out code mutants. The code pairs again as requests that show two of the problem's
+   asserts (the rest hidden), picked as the gateway picks with ``fusion.execute_checks``: the
+   asserts run on both answers in the sandbox first, the judge decides among what passes. ``--keep DIR`` keeps the judge runs (for ``benchmarks/judge_pick.py``).
 
     .venv/bin/python benchmarks/judge_tools.py --traces 300 --judge minilm::2 --judge smollm2:800 --keep /tmp/judges
 """
@@ -61,6 +63,45 @@ def _accuracy(pairs: list[dict], judge) -> dict:
 
 
 RECIPES = {"minilm": "minilm-reward.yaml", "smollm2": "smollm2-reward.yaml"}
+PROBLEMS = [REPO / "data" / "judge" / f for f in ("problems.jsonl", "problems-extra.jsonl")]
+
+
+def code_requests(pairs: list[dict]) -> list[dict]:
+    """Each held-out code pair as a request carrying the first two asserts of its problem's tests
+    (what a user shows as examples; the rest stay hidden, as HumanEval's doctests and tests do)."""
+    problems = []
+    for line in (line for path in PROBLEMS for line in path.read_text().splitlines()):
+        try:
+            problems.append(json.loads(line))
+        except json.JSONDecodeError:  # problems.jsonl plants a bad line on purpose
+            continue
+    out = []
+    for pair in pairs:
+        text = pair["prompt"][-1]["content"]
+        p = next(p for p in problems if p.get("prompt") and p["prompt"] in text)
+        shown = [line.strip().replace("candidate(", f"{p['entry_point']}(") for line in p["test"].splitlines()
+                 if line.strip().startswith("assert")][:2]
+        out.append({**pair, "prompt": [*pair["prompt"][:-1], {"role": "user", "content": text + "\n\n" + "\n".join(shown)}]})
+    return out
+
+
+def hybrid_code(pairs: list[dict], judge) -> dict:
+    """Held-out code pairs as the gateway picks with execution: the judge alone, the request's
+    asserts alone (a tie is a coin: 0.5), and both (asserts first, the judge among the survivors)."""
+    from finetune.judge.execute import request_checks, run_checks
+    from finetune.judge.sandbox import Sandbox
+
+    box = Sandbox()
+    scores = judge.score([p["prompt"] for p in pairs] * 2, [p["chosen"] for p in pairs] + [p["rejected"] for p in pairs])
+    alone, executed, both = [], [], []
+    for p, good, bad in zip(pairs, scores[:len(pairs)], scores[len(pairs):], strict=True):
+        checks = request_checks(p["prompt"])
+        ok = [run_checks(box, p[k][0]["content"], checks).passed for k in ("chosen", "rejected")]
+        alone.append(float(good > bad))
+        executed.append(0.5 if ok[0] == ok[1] else float(ok[0]))
+        both.append(alone[-1] if ok[0] == ok[1] else float(ok[0]))
+    return {name: round(sum(v) / len(v), 3) for name, v in
+            (("judge alone", alone), ("asserts alone", executed), ("asserts, then the judge", both))} | {"pairs": len(pairs)}
 
 
 def _subset(data: Path, out: Path, n: int, seed: int = 0) -> Path:
@@ -113,7 +154,7 @@ def main() -> None:
         (d / "train.jsonl").write_text("".join(json.dumps(t) + "\n" for t in train))
         sample = REPO / "data" / "sample"
         build(JudgeDataOptions(out=d / "data", timeout=5,
-                               problems=[REPO / "data" / "judge" / f for f in ("problems.jsonl", "problems-extra.jsonl")],
+                               problems=PROBLEMS,
                                traces=[d / "train.jsonl", sample / "openai.jsonl", sample / "hermes.jsonl"]))
         full = load_from_disk(str(d / "data" / "dataset"))
         code_val = [r for r in full["validation"] if r["source"] == "code:mutant"]
@@ -134,13 +175,14 @@ def main() -> None:
             tools = _accuracy(held_pairs, judge)
             score_s = time.perf_counter() - start
             code = _accuracy([{**r, "reason": "code_mutant"} for r in code_val], judge)["code_mutant"]
+            code_with_asserts = hybrid_code(code_requests(code_val), judge)
             valid = [tools[k] for k in VALID_BUT_WRONG if k in tools]
             results[spec] = {
                 "train_pairs": len(load_from_disk(str(data / "dataset"))["train"]), "train_s": round(train_s, 1),
                 "max_length": recipe.judge.max_length, "epochs": recipe.train.num_epochs,
                 "held_out_valid_but_wrong": round(sum(a * n for a, n in valid) / sum(n for _, n in valid), 3),
                 "held_out_all_tool_pairs": round(sum(a * n for a, n in tools.values()) / sum(n for _, n in tools.values()), 3),
-                "held_out_code_mutants": code, "by_kind": tools,
+                "held_out_code_mutants": code, "code_with_two_asserts_shown": code_with_asserts, "by_kind": tools,
                 "candidates_per_s": round(2 * len(held_pairs) / score_s, 1)}
             print(json.dumps({spec: results[spec]}), flush=True)
     out = {"held_out_domains": HELD_OUT_DOMAINS, "train_traces": len(train), "held_out_traces": len(test),
