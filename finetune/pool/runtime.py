@@ -4,11 +4,11 @@
 local GGUF artifacts and talks to the others at their manifest ``endpoint`` over HTTP (httpx);
 nothing else is ever called. ``await pool.complete(job)`` (a request checked by
 :mod:`finetune.pool.request`) returns an OpenAI ``chat.completion`` with a ``fusion`` record:
-every member's answer, status, latency and usage, which answers passed the request's own doctests
-and asserts in the sandbox (only those are judged, when some pass), the judge's scores (with ``confidence``, the
-calibrated probability that its pick is right) or verdict, the mode and the total time. A
-reward-model pick among three or more answers is hybrid: the judge's probability plus the
-agreement of the other answers' tool calls (:func:`agreement`).
+every member's answer, status, latency and usage, which answers passed the request's own
+doctests and asserts in the sandbox (only those are judged, when some pass), the judge's scores
+(with ``confidence``, the calibrated probability that its pick is right) or verdict, the mode and
+the total time. A reward-model pick among three or more answers is hybrid: the judge's
+probability plus the agreement of the other answers' tool calls (:func:`agreement`).
 
 * **Members in parallel.** Each call is bounded by ``fusion.member_timeout_s``; a local member is
   read as a stream and its ``max_tokens`` capped at what it writes within that time, so a call
@@ -565,7 +565,7 @@ class Pool:
                 best = min(judged, key=lambda a: self._cost(a.member))
                 message, winner, finish = message_of(best), best.member, best.finish_reason
         else:
-            if f.mode == "merge" and len(valid) > 1:
+            if f.mode == "merge" and len(valid) > 1 and not free_text:
                 record["merge_skipped"] = ("tool-call answers are chosen, never merged" if job.schema is None
                                            else "answers in a response_format are chosen, never merged")
             if len(judged) == 1:
