@@ -187,6 +187,14 @@ def test_candidates_failing_the_requests_own_doctests_and_asserts_are_not_judged
                                 execute_checks=False)) as url:
         out = _post(url, {"messages": ask}).json()
     assert "execution" not in out["fusion"] and out["fusion"]["winner"] == "right" and len(judge.requests) == 3
+    # merge: only what passed is merged; one passing answer is taken as it is.
+    merger = stubs(reply=lambda body: "merged " + str(body["messages"][1]["content"].count("Candidate ")))
+    with gateway(write_manifest(tmp_path / "merge.json", members, merger, mode="merge")) as url:
+        out = _post(url, {"messages": ask}).json()
+    assert out["choices"][0]["message"]["content"] == "merged 2" and out["fusion"]["winner"] == "merged"
+    with gateway(write_manifest(tmp_path / "merge1.json", {"wrong": wrong, "right": right}, merger, mode="merge")) as url:
+        out = _post(url, {"messages": ask}).json()
+    assert out["fusion"]["winner"] == "right" and "merge_skipped" not in out["fusion"]
 
 
 def test_without_bubblewrap_nothing_runs_and_the_record_says_so(stubs, tmp_path, monkeypatch):
