@@ -204,9 +204,8 @@ def _checked(reason: str, call: dict, original: dict, tools: dict[str, dict]) ->
 
 
 def _needless_call(tools: dict[str, dict], context: list, rng: random.Random) -> dict:
-    """A call of an offered tool that looks like a real attempt: its required arguments filled
-    from what the user said (a value of the argument's type), else the enum's first member or a
-    placeholder."""
+    """A call of an offered tool that looks like a real attempt: each required argument is its
+    enum's first member, else a value of its type from what the user said, else a placeholder."""
     name = rng.choice(sorted(tools))
     said = {f"_{i}": v for i, v in enumerate(context)}
     return {"id": None, "name": name, "arguments": _carry(said, tools[name]["parameters"])}
