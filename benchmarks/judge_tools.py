@@ -69,12 +69,10 @@ PROBLEMS = [REPO / "data" / "judge" / f for f in ("problems.jsonl", "problems-ex
 def code_requests(pairs: list[dict]) -> list[dict]:
     """Each held-out code pair as a request carrying the first two asserts of its problem's tests
     (what a user shows as examples; the rest stay hidden, as HumanEval's doctests and tests do)."""
-    problems = []
-    for line in (line for path in PROBLEMS for line in path.read_text().splitlines()):
-        try:
-            problems.append(json.loads(line))
-        except json.JSONDecodeError:  # problems.jsonl plants a bad line on purpose
-            continue
+    from finetune.data.sources import read_records
+
+    # judge data's own reader; problems.jsonl plants a line that is not JSON on purpose
+    problems = [raw.record for path in PROBLEMS for raw in read_records(path) if not raw.error]
     out = []
     for pair in pairs:
         text = pair["prompt"][-1]["content"]

@@ -457,8 +457,10 @@ class Pool:
     async def _execute(self, job: Job, valid: list[Answer], record: dict) -> list[Answer]:
         """The answers the judge chooses among: when the request carries doctests or asserts and
         some (not all) candidates' code passes them in the sandbox, only those."""
-        checks = request_checks(job.messages) if self.manifest.fusion.execute_checks else None
-        if not checks or len(valid) < 2 or any(a.tool_calls for a in valid):
+        if not self.manifest.fusion.execute_checks or len(valid) < 2 or any(a.tool_calls for a in valid):
+            return valid
+        checks = request_checks(job.messages)
+        if not checks:
             return valid
         if self.box is None:
             record["execution"] = {"skipped": self.no_box}
