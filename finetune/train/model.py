@@ -31,6 +31,8 @@ from pathlib import Path
 import torch
 
 from finetune import FinetuneError
+from finetune.train.attention import SEGMENTS
+from finetune.train.attention import register as register_segments
 from finetune.train.config import Train
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -75,11 +77,27 @@ def quantization_config(train: Train, sharded: bool):
         bnb_4bit_compute_dtype=compute, bnb_4bit_quant_storage=compute if sharded else torch.uint8)
 
 
+def attention(path: str, train: Train) -> str:
+    """The attention kernel to load: the recipe's, except that packed rows under sdpa are attended
+    per sample (:mod:`finetune.train.attention`) on models whose masks are causal blocks."""
+    from transformers import AutoConfig
+
+    if not (train.packing and train.attn_implementation == "sdpa"):
+        return train.attn_implementation
+    config = AutoConfig.from_pretrained(path)
+    text = getattr(config, "text_config", None) or config
+    if getattr(text, "sliding_window", None) or getattr(text, "layer_types", None) and \
+            set(text.layer_types) - {"full_attention", "chunked_attention"}:
+        return "sdpa"
+    register_segments()
+    return SEGMENTS
+
+
 def load_model(path: str, train: Train, precision: str, sharded: bool = False, device_map=None):
     """The base model in the training dtype (QLoRA: 4-bit NF4 with the configured compute dtype)."""
     from transformers import AutoModelForCausalLM
 
-    kwargs = {"dtype": DTYPES[precision], "attn_implementation": train.attn_implementation}
+    kwargs = {"dtype": DTYPES[precision], "attn_implementation": attention(path, train)}
     if train.method == "qlora":
         kwargs["quantization_config"] = quantization_config(train, sharded)
     if device_map is not None:

@@ -39,7 +39,15 @@ from finetune.train.callbacks import (
 )
 from finetune.train.config import Recipe, Train
 from finetune.train.data import training_data
-from finetune.train.model import adapter_config, check_targets, grow_vocab, is_llama4_moe, load_model, new_token_ids
+from finetune.train.model import (
+    adapter_config,
+    attention,
+    check_targets,
+    grow_vocab,
+    is_llama4_moe,
+    load_model,
+    new_token_ids,
+)
 from finetune.train.report import mean_loss, plot_losses, verify_saved
 
 # Relative loss difference allowed between the trained model and the reloaded artifact:
@@ -138,10 +146,11 @@ def _sft_config(recipe: Recipe, checkpoints: Path, precision: str, has_eval: boo
 
     t = recipe.train
     args = trainer_args(t, checkpoints, precision, has_eval)
-    if t.packing and not t.attn_implementation.startswith("flash"):
-        # Padding-free batches are one long row: FlashAttention splits it per sample, but sdpa and
-        # eager build a (batch x rows)^2 mask and attend over all of it. One packed row per forward,
-        # accumulated, is the same update (the loss is normalised by the tokens of the whole update).
+    if t.packing and attention(recipe.model.path, t) in ("sdpa", "eager"):
+        # Padding-free batches are one long row: FlashAttention and sdpa_segments (finetune.train.
+        # attention) split it per sample, but eager, and sdpa on a model with a sliding window,
+        # build a (batch x rows)^2 mask and attend over all of it. One packed row per forward, accumulated, is the same update (the loss is normalised
+        # by the tokens of the whole update).
         batch = t.per_device_batch_size
         args.update(per_device_train_batch_size=1, per_device_eval_batch_size=1,
                     gradient_accumulation_steps=batch * t.gradient_accumulation_steps)

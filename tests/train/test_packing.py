@@ -1,5 +1,6 @@
-"""Packed rows: every sample's logits equal its logits run alone (sdpa and eager, Llama and
-Llama 4), and TRL's padding-free collator, as finetune configures it, restarts position ids."""
+"""Packed rows: every sample's logits equal its logits run alone (sdpa, eager and sdpa per
+sample, Llama and Llama 4), and TRL's padding-free collator, as finetune configures it, restarts
+position ids."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ TOL = 1e-5  # float32; measured max |diff| 0 to ~2e-6 on these tiny models
 
 
 @pytest.mark.parametrize("name", ["spm-hermes", "spm-llama4"])
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("attn", ["sdpa", "eager", "sdpa_segments"])
 def test_packed_logits_equal_separate_logits(name, attn, models, prepared):
     from transformers import AutoModelForCausalLM
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
     from finetune.data.prepare import load_prepared
+    from finetune.train.attention import register
+
+    register()
 
     model = AutoModelForCausalLM.from_pretrained(models[name], attn_implementation=attn).eval()
     rows = load_prepared(prepared[name])["train"]
