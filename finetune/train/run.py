@@ -146,11 +146,12 @@ def _sft_config(recipe: Recipe, checkpoints: Path, precision: str, has_eval: boo
 
     t = recipe.train
     args = trainer_args(t, checkpoints, precision, has_eval)
-    if t.packing and attention(recipe.model.path, t) in ("sdpa", "eager"):
-        # Padding-free batches are one long row: FlashAttention and sdpa_segments (finetune.train.
-        # attention) split it per sample, but eager, and sdpa on a model with a sliding window,
-        # build a (batch x rows)^2 mask and attend over all of it. One packed row per forward, accumulated, is the same update (the loss is normalised
-        # by the tokens of the whole update).
+    if t.packing and not attention(recipe.model.path, t).startswith("flash"):
+        # Padding-free batches are one long row. Without FlashAttention, one packed row per forward,
+        # accumulated, is the same update (the loss is normalised by the tokens of the whole update):
+        # eager (and sdpa on a sliding-window model) would build a (batch x rows)^2 mask, and even
+        # sdpa_segments, which attends per sample, would hold the logits of the whole batch at once
+        # (measured: 2.18x TRL's peak RSS flattened, 1.71x one row per forward, same tokens/s).
         batch = t.per_device_batch_size
         args.update(per_device_train_batch_size=1, per_device_eval_batch_size=1,
                     gradient_accumulation_steps=batch * t.gradient_accumulation_steps)
