@@ -177,7 +177,9 @@ def cmd_tiny_model(args) -> int:
       arg("--max-reject-fraction", type=float, default=0.25,
           help="fail when more records than this are rejected (default 0.25)"),
       arg("--seed", type=int, default=42, help="split seed (default 42)"),
-      arg("--no-dedup", action="store_true", help="keep exact duplicate traces and code files"))
+      arg("--no-dedup", action="store_true", help="keep exact duplicate traces and code files"),
+      arg("--workers", type=int, help="processes rendering traces (recipe: data.num_proc; default 1; "
+                                      "the same output with any number)"))
 def cmd_data_prepare(args) -> int:
     from finetune.contracts.tokenizer import describe
     from finetune.data.config import Prepare
@@ -187,7 +189,8 @@ def cmd_data_prepare(args) -> int:
     if args.recipe:
         if args.model or args.source:
             raise FinetuneError("give a RECIPE or --model/--source, not both (override recipe keys as data.KEY=VALUE)")
-        spec = load_recipe(args.recipe, args.overrides, Recipe)
+        workers = [] if args.workers is None else [f"data.num_proc={args.workers}"]
+        spec = load_recipe(args.recipe, [*args.overrides, *workers], Recipe)
         if args.out:
             spec.data.output_dir = args.out
     else:
@@ -197,7 +200,8 @@ def cmd_data_prepare(args) -> int:
         spec = Prepare.of(args.model, [parse_source(s) for s in args.source], args.out, args.chat_template,
                           where="flags", max_seq_length=args.max_seq_length,
                           validation_fraction=args.validation_fraction, seed=args.seed,
-                          max_reject_fraction=args.max_reject_fraction, dedup=not args.no_dedup)
+                          max_reject_fraction=args.max_reject_fraction, dedup=not args.no_dedup,
+                          num_proc=1 if args.workers is None else args.workers)
     stats = prepare(spec, progress=True)
     print(json.dumps({k: stats[k] for k in ("records_in", "records_ok", "records_rejected", "reject_reasons",
                                             "records_split", "samples", "tokens_total", "tokens_trained")}, indent=2))

@@ -109,6 +109,11 @@ class Data(Strict):
         description="Fail the run when more than this share of records is rejected.",
     )
     dedup: bool = Field(default=True, description="Drop exact duplicate traces and code files (counted).")
+    num_proc: int = Field(
+        default=1, ge=1,
+        description="Processes that render and tokenize traces (the cores to use on a large corpus; output is "
+                    "byte-identical to one process). Each starts in a few seconds: 1 suits small sets.",
+    )
     output_dir: str = Field(default="runs/data", description="Where the prepared dataset goes.")
 
 

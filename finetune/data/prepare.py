@@ -34,7 +34,8 @@ from finetune.contracts.tokenizer import fit_tokenizer, load_tokenizer
 from finetune.data.config import Prepare, SourceFormat
 from finetune.data.sources import RawRecord, check_folder
 from finetune.data.traces.read import read_traces
-from finetune.data.traces.render import IGNORE, ROLES, Renderer, Sample, canonical_key
+from finetune.data.traces.render import IGNORE, ROLES, Sample, canonical_key
+from finetune.data.traces.workers import TraceRendering
 
 
 def parse_source(spec: str) -> tuple[str, str]:
@@ -201,7 +202,7 @@ class _Reading:
         self.formats: dict[str, str | None] = {s.path: (None if s.format == "auto" else s.format)
                                                for s in data.sources}
         self.seen: dict[str, str] = {}  # canonical trace -> where it was first seen
-        self.renderer = None  # built at the first trace source: code alone needs no chat template
+        self.rendering = None  # started at the first trace source: code alone needs no chat template
         self.dedups: dict = {}  # near-duplicate threshold -> Deduplicator: duplicates across repositories too
         self.decontaminators: dict = {}  # (evaluation sets, n-gram) -> Decontaminator
 
@@ -209,9 +210,15 @@ class _Reading:
         counts = self.per_source.setdefault(src.path, Counter())
         (self.codebase if src.format == "codebase" else self.traces)(si, src, counts)
 
+    def close(self) -> None:
+        if self.rendering is not None:
+            self.rendering.close()
+
     def traces(self, si: int, src, counts: Counter) -> None:
         path, data = src.path, self.data
-        for item in read_traces(path, self.formats[path]):
+        if self.rendering is None:
+            self.rendering = TraceRendering(self.tok, data.max_seq_length, data.num_proc)
+        for item, rendered in self.rendering.over(read_traces(path, self.formats[path])):
             raw, trace = item.raw, item.trace
             counts["in"] += 1
             self.bar.update()
@@ -223,8 +230,7 @@ class _Reading:
                 key = canonical_key(trace)
                 if data.dedup and key in self.seen:
                     raise RecordError("duplicate", f"exact duplicate of {self.seen[key]}")
-                self.renderer = self.renderer or Renderer(self.tok)
-                pieces = self.renderer.render(trace, data.max_seq_length)
+                pieces = rendered()
             except RecordError as exc:
                 self.rejects.add(raw, exc.reason, exc.detail, rid)
                 counts["rejected"] += 1
@@ -313,8 +319,11 @@ def prepare(spec: Prepare, progress: bool = False) -> dict:
     spool = _Spool(out / "spool.arrow")
     with rejects, spool, tqdm(desc="prepare", unit="rec", disable=not progress or not sys.stderr.isatty()) as bar:
         reading = _Reading(data, tok, rejects, spool, bar)
-        for si, src in enumerate(data.sources):
-            reading.source(si, src)
+        try:
+            for si, src in enumerate(data.sources):
+                reading.source(si, src)
+        finally:
+            reading.close()
     records, per_source, code_stats, formats = reading.records, reading.per_source, reading.code_stats, reading.formats
     fingerprint = spool.close()
 

@@ -180,3 +180,42 @@ def test_non_prefix_stable_template_is_refused(tokenizers):
             Renderer(tok)
     finally:
         tok.chat_template = original
+
+
+@pytest.mark.parametrize("name", ["spm-hermes", "bpe-llama3", "bpe-llama4", "deepseek-hermes"])
+def test_direct_rendering_is_what_apply_chat_template_gives(name, tokenizers):
+    """The renderer runs the compiled template and the Rust tokenizer itself (for speed); the text,
+    ids and offsets must be exactly transformers' own, for every prefix it renders."""
+    from finetune.data.traces.render import to_hf
+
+    tok = tokenizers[name]
+    renderer = Renderer(tok)
+    msgs = TRACE["messages"]
+    for tools in (TOOLS, []):
+        schemas = [{"type": "function", "function": t} for t in tools] or None
+        for i in range(1, len(msgs) + 1):
+            for gen in (False, True):
+                text = renderer._render(msgs[:i], tools, gen)
+                assert text == tok.apply_chat_template(to_hf(msgs[:i]), tools=schemas, tokenize=False,
+                                                       add_generation_prompt=gen)
+        enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids, offsets = renderer.tokenize(text)
+        assert ids[-len(enc["input_ids"]):] == list(enc["input_ids"])
+        assert [tuple(o) for o in offsets[-len(enc["input_ids"]):]] == [tuple(o) for o in enc["offset_mapping"]]
+
+
+def test_named_templates_use_the_tool_use_one_for_tools(tokenizers):
+    """A tokenizer with several named templates renders a trace with tools with its ``tool_use``
+    template and one without tools with ``default``, as apply_chat_template does."""
+    tok = tokenizers["spm-hermes"]
+    original = tok.chat_template
+    plain = "{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}{% if add_generation_prompt %}[assistant] {% endif %}"
+    tok.chat_template = {"default": plain, "tool_use": original}
+    try:
+        renderer = Renderer(tok)
+        chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
+        assert renderer._render(chat, [], False) == "[user] hi\n[assistant] yo\n"
+        with_tools = renderer._render(TRACE["messages"], TOOLS, False)
+        assert "<tool_call>" in with_tools and "[user]" not in with_tools
+    finally:
+        tok.chat_template = original

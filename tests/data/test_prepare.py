@@ -160,3 +160,54 @@ def test_malformed_records_never_crash_and_always_add_up(models, tmp_path_factor
     rejects = (tmp / "out" / "rejects.jsonl").read_text().splitlines()
     assert stats["records_in"] == stats["records_ok"] + stats["records_rejected"]
     assert len(rejects) == stats["records_rejected"]
+
+
+def test_workers_write_byte_identical_output(models, tmp_path):
+    """`--workers N` renders in N processes; everything written (dataset, stats, rejects, tokenizer)
+    is byte for byte the one-process output, across chunk borders, with rejects, duplicates of
+    kept and of rejected traces, and traces split into pieces interleaved."""
+    from finetune.cli import main
+    from finetune.data.traces.workers import CHUNK
+
+    def trace(i, steps):
+        msgs = [{"role": "system", "content": f"agent {i % 3}"}, {"role": "user", "content": f"task {i}"}]
+        for s in range(steps):
+            msgs += [{"role": "assistant", "content": f"step {s} of {i}",
+                      "tool_calls": [{"id": f"c{s}", "type": "function",
+                                      "function": {"name": "shell", "arguments": json.dumps({"cmd": f"ls {s}"})}}]},
+                     {"role": "tool", "tool_call_id": f"c{s}", "content": "out " * (5 + 7 * s)}]
+        return {"messages": msgs + [{"role": "assistant", "content": f"done {i}"}],
+                "tools": [{"type": "function", "function": {"name": "shell", "description": "Run.", "parameters": {
+                    "type": "object", "properties": {"cmd": {"type": "string"}}, "required": ["cmd"]}}}]}
+    records = []
+    for i in range(2 * CHUNK + 37):
+        if i % 17 == 5:
+            records.append("{broken")
+        elif i % 23 == 7:
+            records.append(records[i - 3])  # a duplicate, of a kept or of a rejected record
+        elif i % 29 == 3:
+            records.append({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "w " * 900}]})
+        else:
+            records.append(trace(i, i % 9))  # up to 8 steps: the longest are split at max_seq_length
+    src = write_jsonl(tmp_path / "t.jsonl", records)
+    outs = {}
+    for workers in (1, 3):
+        outs[workers] = out = tmp_path / f"out{workers}"
+        assert main(["data", "prepare", "--model", str(models["bpe-llama3"]), "--source", str(src),
+                     "--out", str(out), "--max-seq-length", "256", "--workers", str(workers)]) == 0
+    stats = json.loads((outs[1] / "stats.json").read_text())
+    assert stats["records_split"] > 0 and {"too_long", "invalid_json", "duplicate"} <= set(stats["reject_reasons"])
+    files = sorted(p.relative_to(outs[1]) for p in outs[1].rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(outs[3]) for p in outs[3].rglob("*") if p.is_file())
+    for f in files:
+        assert (outs[1] / f).read_bytes() == (outs[3] / f).read_bytes(), f
+
+
+def test_workers_must_be_positive(models, tmp_path, capsys):
+    from finetune.cli import main
+
+    src = write_jsonl(tmp_path / "t.jsonl", [{"messages": [{"role": "user", "content": "a"},
+                                                           {"role": "assistant", "content": "b"}]}])
+    assert main(["data", "prepare", "--model", str(models["bpe-llama3"]), "--source", str(src),
+                 "--out", str(tmp_path / "o"), "--workers", "0"]) == 2
+    assert "num_proc" in capsys.readouterr().err

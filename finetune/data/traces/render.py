@@ -42,6 +42,11 @@ class Sample:
     role_tokens: dict[str, list[int]] = field(default_factory=dict)
 
 
+def _schemas(tools: list[dict]) -> list[dict] | None:
+    """Tool schemas in the shape chat templates read (none: no ``tools`` at all, as transformers passes)."""
+    return [{"type": "function", "function": t} for t in tools] or None
+
+
 def to_hf(messages: list[dict]) -> list[dict]:
     """Canonical messages in the shape Hugging Face chat templates read."""
     out = []
@@ -69,7 +74,12 @@ _PROBE = [
 
 
 class Renderer:
-    """Renders canonical traces with ``tokenizer``'s chat template into masked samples."""
+    """Renders canonical traces with ``tokenizer``'s chat template into masked samples.
+
+    The template is compiled once (by transformers, with its sandbox and filters) and rendered
+    directly: a trace's messages are converted once and every prefix is a slice of them, where
+    ``apply_chat_template`` would copy and normalise the whole conversation on each of its ~3 calls
+    per message. The text is the same (``tests/data/test_masks.py`` compares them)."""
 
     def __init__(self, tokenizer):
         self.tok = tokenizer
@@ -79,6 +89,8 @@ class Renderer:
                 "(recipe: model.chat_template)")
         bos = tokenizer.bos_token
         self._prepend_bos = bool(getattr(tokenizer, "add_bos_token", False) and bos)
+        self._context = dict(tokenizer.special_tokens_map)  # what apply_chat_template lets a template see
+        self._templates: dict[bool, object] = {}  # tools given or not -> compiled template
         try:
             text = self._render(_PROBE, [_PROBE_TOOL], False)
             self.spans(_PROBE, [_PROBE_TOOL], text)
@@ -91,24 +103,38 @@ class Renderer:
         # Some templates silently drop tools; then traces with tools are rejected, never mangled.
         self.renders_tools = all(s in text for s in ("probe_tool_7f3a", "probe-arg", "probe-result"))
 
-    def _render(self, messages: list[dict], tools: list[dict], gen: bool) -> str:
-        """Canonical messages rendered by the chat template."""
+    def _template(self, schemas: list[dict] | None):
+        """The compiled template for a conversation with (or without) tools: a tokenizer with several
+        named templates uses its ``tool_use`` one for tools, as ``apply_chat_template`` does."""
+        key = schemas is not None
+        if key not in self._templates:
+            from transformers.utils.chat_template_utils import _compile_jinja_template
+
+            self._templates[key] = _compile_jinja_template(self.tok.get_chat_template(None, schemas))
+        return self._templates[key]
+
+    def _text(self, hf: list[dict], schemas: list[dict] | None, gen: bool) -> str:
+        """HF-shaped messages (``to_hf``) rendered by the chat template."""
         try:
-            return self.tok.apply_chat_template(
-                to_hf(messages), tools=[{"type": "function", "function": t} for t in tools] or None,
-                tokenize=False, add_generation_prompt=gen)
+            return self._template(schemas).render(messages=hf, tools=schemas, documents=None,
+                                                  add_generation_prompt=gen, **self._context)
         except Exception as exc:  # jinja raise_exception() from the model's own template
             raise RecordError("template_error", f"chat template refused the trace: {exc}") from None
 
+    def _render(self, messages: list[dict], tools: list[dict], gen: bool) -> str:
+        """Canonical messages rendered by the chat template."""
+        return self._text(to_hf(messages), _schemas(tools), gen)
+
     def spans(self, messages: list[dict], tools: list[dict], full: str) -> tuple[list[int], list[tuple[int, int]]]:
         """(end offset of each message in ``full``, trained character spans)."""
+        hf, schemas = to_hf(messages), _schemas(tools)
         ends, trained = [], []
         for i, m in enumerate(messages):
-            upto = full if i == len(messages) - 1 else self._render(messages[: i + 1], tools, False)
+            upto = full if i == len(messages) - 1 else self._text(hf[: i + 1], schemas, False)
             if not full.startswith(upto):
                 raise RecordError("template_not_prefix_stable", f"rendering changes earlier text at messages[{i}]")
             if m["role"] == "assistant":
-                given = self._render(messages[:i], tools, True)
+                given = self._text(hf[:i], schemas, True)
                 if not upto.startswith(given) or len(given) < (ends[-1] if ends else 0):
                     raise RecordError("template_not_prefix_stable", f"generation prompt is not a prefix at messages[{i}]")
                 if m.get("train", True):
@@ -117,31 +143,41 @@ class Renderer:
         return ends, trained
 
     def tokenize(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
-        enc = self.tok(text, add_special_tokens=False, return_offsets_mapping=True)
-        ids, offsets = list(enc["input_ids"]), list(enc["offset_mapping"])
+        """Token ids and character offsets of ``text``, special tokens as written in it. A fast
+        tokenizer's Rust backend is asked directly: the same ids and offsets as ``tokenizer(text)``
+        (``tests/data/test_masks.py``) at half the cost of its batch-of-one wrapper."""
+        backend = getattr(self.tok, "backend_tokenizer", None)
+        if backend is not None:
+            enc = backend.encode(text, add_special_tokens=False)
+            ids, offsets = enc.ids, enc.offsets
+        else:
+            enc = self.tok(text, add_special_tokens=False, return_offsets_mapping=True)
+            ids, offsets = list(enc["input_ids"]), list(enc["offset_mapping"])
         if self._prepend_bos and not text.startswith(self.tok.bos_token):
             ids, offsets = [self.tok.bos_token_id, *ids], [(0, 0), *offsets]
         return ids, offsets
 
     def _sample(self, canon: list[dict], tools: list[dict]) -> Sample:
+        import numpy as np
+
         full = self._render(canon, tools, False)
         ends, trained = self.spans(canon, tools, full)
         ids, offsets = self.tokenize(full)
-        labels = [IGNORE] * len(ids)
-        role_tokens = {r: [0, 0] for r in ROLES}
-        span_i, msg_i = 0, 0
-        for k, (start, _end) in enumerate(offsets):
-            while span_i < len(trained) and start >= trained[span_i][1]:
-                span_i += 1
-            is_trained = span_i < len(trained) and trained[span_i][0] <= start < trained[span_i][1]
-            if is_trained:
-                labels[k] = ids[k]
-            while msg_i < len(ends) - 1 and start >= ends[msg_i]:
-                msg_i += 1
-            role = canon[msg_i]["role"]
-            role_tokens[role][0] += 1
-            role_tokens[role][1] += labels[k] != IGNORE
-        return Sample(ids, labels, {r: v for r, v in role_tokens.items() if v[0]})
+        starts = np.fromiter((s for s, _ in offsets), dtype=np.int64, count=len(offsets))
+        # A token is trained when it starts inside a trained span, and belongs to the message it starts in.
+        span_starts = np.array([a for a, _ in trained] + [0], dtype=np.int64)
+        span_ends = np.array([b for _, b in trained], dtype=np.int64)
+        k = np.searchsorted(span_ends, starts, side="right")
+        is_trained = (k < len(trained)) & (span_starts[k] <= starts)
+        ids_np = np.asarray(ids, dtype=np.int64)
+        labels = np.where(is_trained, ids_np, IGNORE)
+        msg = np.searchsorted(np.asarray(ends[:-1], dtype=np.int64), starts, side="right")
+        role_tokens = {}
+        for role in ROLES:
+            of_role = np.isin(msg, [i for i, m in enumerate(canon) if m["role"] == role])
+            if of_role.any():
+                role_tokens[role] = [int(of_role.sum()), int((of_role & is_trained).sum())]
+        return Sample(ids, labels.tolist(), role_tokens)
 
     def length(self, canon: list[dict], tools: list[dict]) -> int:
         return len(self.tokenize(self._render(canon, tools, False))[0])
