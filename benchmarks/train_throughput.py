@@ -1,6 +1,7 @@
 """Trained-token throughput of `finetune train` against plain TRL SFTTrainer defaults (no packing).
 
-One run, both sides on the same tiny model, the same prepared trace data and the same number of
+One run, both sides on the same model (a random tiny Llama, or ``--model`` such as the imported
+SmolLM2-135M-Instruct), the same prepared trace data and the same number of
 optimizer steps, each side in its own process (so peak RSS is its own):
 
 - finetune: ``finetune.train.run`` with its defaults (best-fit packing, padding-free rows);
@@ -8,9 +9,12 @@ optimizer steps, each side in its own process (so peak RSS is its own):
   same tokenized rows (so both train on the same masks).
 
 The trace lengths spread like agent data: most traces are a few tool calls (100-600 tokens),
-one in ten is a long trajectory (2,000-3,800 tokens). Throughput counts real (non-padding) tokens.
+one in ten is a long trajectory (2,000-3,800 tokens; ``--long-share`` changes the share, and with
+it the padding a padded batch carries). Throughput counts real (non-padding) tokens.
 
     .venv/bin/python benchmarks/train_throughput.py                # CPU, tiny model
+    .venv/bin/python benchmarks/train_throughput.py --long-share 0.25   # over 40% padding for TRL
+    .venv/bin/python benchmarks/train_throughput.py --model runs/smollm2 --seq 1024 --steps 2   # SmolLM2 LoRA
     .venv/bin/python benchmarks/train_throughput.py --hidden 4096 --layers 32 --steps 20   # GPU, 8B-like shape
 """
 
@@ -34,14 +38,14 @@ WORDS = ("def return self value list the file test error path import class for i
          "parser token model config run result line index string").split()
 
 
-def make_traces(path: Path, n: int, seed: int = 0) -> None:
+def make_traces(path: Path, n: int, seed: int = 0, long_share: float = 0.1) -> None:
     rng = random.Random(seed)
     say = lambda k: " ".join(rng.choice(WORDS) for _ in range(k))  # noqa: E731
     tool = {"name": "shell", "description": "Run a shell command.",
             "parameters": {"type": "object", "properties": {"cmd": {"type": "string"}}, "required": ["cmd"]}}
     with path.open("w") as fh:
         for i in range(n):
-            long = rng.random() < 0.1
+            long = rng.random() < long_share
             steps = rng.randint(12, 22) if long else rng.randint(1, 3)
             msgs = [{"role": "user", "content": say(rng.randint(10, 40))}]
             for s in range(steps):
@@ -125,6 +129,8 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=4096, help="max_seq_length (default 4096)")
     ap.add_argument("--hidden", type=int, default=256, help="tiny model hidden size (default 256)")
     ap.add_argument("--layers", type=int, default=4, help="tiny model layers (default 4)")
+    ap.add_argument("--long-share", type=float, default=0.1, help="share of long trajectories (default 0.1)")
+    ap.add_argument("--model", help="a model folder instead of the tiny random Llama (e.g. runs/smollm2)")
     ap.add_argument("--child", nargs=8, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
@@ -136,15 +142,16 @@ def main() -> None:
     from finetune.model.tiny import build_tiny_model
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-train-"))
-    model = build_tiny_model("llama", REPO / "data/tokenizers/ggml-vocab-llama-spm.gguf", tmp / "model",
-                             layers=a.layers, hidden=a.hidden)
-    make_traces(tmp / "traces.jsonl", a.traces)
+    model = a.model or build_tiny_model("llama", REPO / "data/tokenizers/ggml-vocab-llama-spm.gguf", tmp / "model",
+                                        layers=a.layers, hidden=a.hidden)
+    make_traces(tmp / "traces.jsonl", a.traces, long_share=a.long_share)
     stats = prepare(Prepare.of(model=str(model), sources=[(str(tmp / "traces.jsonl"), "openai")],
                                    out=str(tmp / "data"), max_seq_length=a.seq, validation_fraction=0.0))
     precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
-    print(f"{stats['records_ok']} traces, {stats['tokens_total']} tokens, model hidden {a.hidden} x {a.layers} "
-          f"layers, {device}, {precision}, {a.steps} steps x batch {a.batch}")
+    shape = a.model or f"a random Llama, hidden {a.hidden} x {a.layers} layers"
+    print(f"{stats['records_ok']} traces ({a.long_share:.0%} long), {stats['tokens_total']} tokens, {shape}, "
+          f"{device}, {precision}, {a.steps} steps x batch {a.batch}, max_seq_length {a.seq}")
     res = {}
     for which in ("baseline", "finetune"):
         cmd = [sys.executable, __file__, "--child", which, str(model), str(tmp / "data"), str(tmp / which),
