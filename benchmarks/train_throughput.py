@@ -54,7 +54,19 @@ def make_traces(path: Path, n: int, seed: int = 0) -> None:
             fh.write(json.dumps({"id": f"t{i}", "messages": msgs, "tools": [tool]}) + "\n")
 
 
-def recipe_for(model: str, data: str, out: str, steps: int, batch: int, seq: int, precision: str):
+def prepare_traces(model: Path, folder: Path, n: int, seq: int) -> dict:
+    """``n`` generated traces in ``folder/traces.jsonl``, prepared with ``model``'s tokenizer into
+    ``folder/data`` (no validation split); returns data prepare's stats."""
+    from finetune.data.config import Prepare
+    from finetune.data.prepare import prepare
+
+    make_traces(folder / "traces.jsonl", n)
+    return prepare(Prepare.of(model=str(model), sources=[(str(folder / "traces.jsonl"), "openai")],
+                              out=str(folder / "data"), max_seq_length=seq, validation_fraction=0.0))
+
+
+def recipe_for(model: str, data: str, out: str, steps: int, batch: int, seq: int, precision: str, **train):
+    """The benchmark's LoRA recipe; ``train`` adds or replaces keys of its train section."""
     from finetune.contracts.schema import recipe_from_tree
     from finetune.train.config import Recipe
 
@@ -63,7 +75,7 @@ def recipe_for(model: str, data: str, out: str, steps: int, batch: int, seq: int
         "train": {"datasets": [{"path": data}], "method": "lora", "lora": {"r": 16, "alpha": 32, "dropout": 0.0},
                   "max_steps": steps, "per_device_batch_size": batch, "gradient_accumulation_steps": 1,
                   "lr_scheduler": "constant", "warmup_ratio": 0.0, "verify_samples": 0, "precision": precision,
-                  "save_steps": 10_000, "output_dir": out}}, "benchmark", Recipe)
+                  "save_steps": 10_000, "output_dir": out, **train}}, "benchmark", Recipe)
 
 
 def run_finetune(model, data, out, steps, batch, seq, precision) -> dict:
@@ -131,16 +143,12 @@ def main() -> None:
         return child(*a.child)
     import torch
 
-    from finetune.data.config import Prepare
-    from finetune.data.prepare import prepare
     from finetune.model.tiny import build_tiny_model
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-train-"))
     model = build_tiny_model("llama", REPO / "data/tokenizers/ggml-vocab-llama-spm.gguf", tmp / "model",
                              layers=a.layers, hidden=a.hidden)
-    make_traces(tmp / "traces.jsonl", a.traces)
-    stats = prepare(Prepare.of(model=str(model), sources=[(str(tmp / "traces.jsonl"), "openai")],
-                                   out=str(tmp / "data"), max_seq_length=a.seq, validation_fraction=0.0))
+    stats = prepare_traces(model, tmp, a.traces, a.seq)
     precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
     print(f"{stats['records_ok']} traces, {stats['tokens_total']} tokens, model hidden {a.hidden} x {a.layers} "
