@@ -138,8 +138,9 @@ def build_model(out: Path, tokenizer_dir: Path, shape: dict, dtype, device: str)
 
 
 def trl_defaults(recipe, cuda: bool):
-    """TRL's SFTTrainer as its docs use it: SFTConfig defaults but for what a benchmark must set
-    (steps, batch, length, precision, constant LR, no saving or logging), our LoRA and 4-bit settings."""
+    """TRL's SFTTrainer as its docs use it: SFTConfig defaults (gradient checkpointing on, unless the
+    recipe turns it off on both sides) but for what a benchmark must set (steps, batch, length,
+    precision, the recipe's constant LR, no saving or logging), with our LoRA and 4-bit settings."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
@@ -217,7 +218,7 @@ def versions() -> dict:
 
     out = {}
     for pkg in ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "bitsandbytes", "liger-kernel",
-                "triton", "flash-attn", "pyarrow"):
+                "triton", "flash-attn", "pyarrow", "huggingface-hub", "tokenizers", "fsspec", "pydantic"):
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
@@ -246,8 +247,9 @@ def over_budget(kind: tuple, walls: list[tuple[tuple, float]], spent: float, bud
     Liger's kernels), or None."""
     same = [w for k, w in walls if k == kind]
     need = max(same) if same else 1.25 * max((w for _, w in walls), default=0.0)
-    if spent + need > budget:
-        return f"time budget: {spent:.0f} s spent of {budget:.0f} s and a configuration takes about {need:.0f} s"
+    if spent + need >= budget:
+        return f"time budget: {spent:.0f} of {budget:.0f} s spent" + (
+            f", and a configuration takes about {need:.0f} s" if need else "")
     return None
 
 
@@ -322,8 +324,8 @@ def run_one(report: dict, tmp: Path, method: str, liger: bool, side: str, timeou
     row = {"name": name, "method": method, "liger": liger, "side": side}
     t0 = time.monotonic()
     try:
-        proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True,
-                              text=True, cwd=REPO, timeout=timeout)
+        proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
+                              capture_output=True, text=True, cwd=REPO, timeout=timeout)
         lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
         fail = None if lines and proc.returncode == 0 else proc.stderr[-2000:] or f"exit code {proc.returncode}"
     except subprocess.TimeoutExpired:
@@ -358,6 +360,7 @@ def main() -> None:
         return child(a.child)
     start = time.monotonic()
     sys.stdout.reconfigure(line_buffering=True)  # the device call returns the output's tail: keep it whole
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()))  # before an import can fail
     import datasets
     from transformers.utils.logging import disable_progress_bar
 
@@ -373,13 +376,12 @@ def main() -> None:
         cuda, d, memory = report["cuda"], report["data"], "peak_gpu_mb" if report["cuda"] else "peak_rss_mb"
         print(f"{report['device']}: measured bf16 peak {report['peak_tflops']:.0f} TFLOP/s" if cuda else
               f"DRY RUN on the CPU: fp32 matmul peak {report['peak_tflops'] * 1e3:.0f} GFLOP/s")
-        print("versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()))
         print(f"model: {report['parameters'] / 1e9:.2f} B parameters ({report['shape']['layers']} layers x hidden "
               f"{report['shape']['hidden']}, vocabulary {report['vocab_size']}), built and saved in "
               f"{report['model_build_s']:.0f} s" + (f"; {report['scaled']}" if report["scaled"] else ""))
         print(f"data: {d['traces']} traces, {d['tokens']} tokens, mean {d['mean_len']:.0f}, max {d['max_len']}, "
               f"attention length {d['attention_len']:.0f}; finetune attention: {report['attention']['finetune']}")
-        print(f"gradient checkpointing {'on' if report['gradient_checkpointing'] else 'off'} on both sides; "
+        print(f"gradient checkpointing: {'on' if report['gradient_checkpointing'] else 'off'}, both sides; "
               f"{report['warmup_steps']} warm-up + {report['timed_steps']} timed steps of {report['batch']} rows x "
               f"{report['seq']} tokens")
         print(f"MFU: FLOPs per token = {report['flops_formula']}; peak memory: "
@@ -394,8 +396,9 @@ def main() -> None:
                        "side": side, "status": "skipped", "reason": reason}
             else:
                 row = run_one(report, tmp, method, liger, side, timeout=max(1.0, a.budget_s - spent))
-            if row["status"] == "ok":
+            if "wall_s" in row:  # it ran (to the end, or into an error or the budget)
                 walls.append(((method, liger), row["wall_s"]))
+            if row["status"] == "ok":
                 print(f"{row['name']:14s} {side:9s} {row['tokens_per_s']:10.0f} {row['mfu']:6.1%} {row[memory]:9.0f} "
                       f"{row['padding_share']:5.0%} {row['wall_s']:7.0f}")
             else:
