@@ -58,7 +58,19 @@ def make_traces(path: Path, n: int, seed: int = 0, long_share: float = 0.1) -> N
             fh.write(json.dumps({"id": f"t{i}", "messages": msgs, "tools": [tool]}) + "\n")
 
 
-def recipe_for(model: str, data: str, out: str, steps: int, batch: int, seq: int, precision: str):
+def prepare_traces(model: Path, folder: Path, n: int, seq: int, long_share: float = 0.1) -> dict:
+    """``n`` generated traces in ``folder/traces.jsonl``, prepared with ``model``'s tokenizer into
+    ``folder/data`` (no validation split); returns data prepare's stats."""
+    from finetune.data.config import Prepare
+    from finetune.data.prepare import prepare
+
+    make_traces(folder / "traces.jsonl", n, long_share=long_share)
+    return prepare(Prepare.of(model=str(model), sources=[(str(folder / "traces.jsonl"), "openai")],
+                              out=str(folder / "data"), max_seq_length=seq, validation_fraction=0.0))
+
+
+def recipe_for(model: str, data: str, out: str, steps: int, batch: int, seq: int, precision: str, **train):
+    """The benchmark's LoRA recipe; ``train`` adds or replaces keys of its train section."""
     from finetune.contracts.schema import recipe_from_tree
     from finetune.train.config import Recipe
 
@@ -67,19 +79,20 @@ def recipe_for(model: str, data: str, out: str, steps: int, batch: int, seq: int
         "train": {"datasets": [{"path": data}], "method": "lora", "lora": {"r": 16, "alpha": 32, "dropout": 0.0},
                   "max_steps": steps, "per_device_batch_size": batch, "gradient_accumulation_steps": 1,
                   "lr_scheduler": "constant", "warmup_ratio": 0.0, "verify_samples": 0, "precision": precision,
-                  "save_steps": 10_000, "output_dir": out}}, "benchmark", Recipe)
+                  "save_steps": 10_000, "output_dir": out, **train}}, "benchmark", Recipe)
 
 
-def run_finetune(model, data, out, steps, batch, seq, precision) -> dict:
+def run_finetune(model, data, out, steps, batch, seq, precision, checkpointing) -> dict:
     from finetune.train.run import build
 
-    s = build(recipe_for(model, data, out, steps, batch, seq, precision), show_progress=False)
+    s = build(recipe_for(model, data, out, steps, batch, seq, precision, gradient_checkpointing=checkpointing == "on"),
+              show_progress=False)
     t0 = time.perf_counter()
     s.trainer.train()
     return {"seconds": time.perf_counter() - t0, "real_tokens": s.counting.tokens, "pad_tokens": s.counting.padding}
 
 
-def run_baseline(model, data, out, steps, batch, seq, precision) -> dict:
+def run_baseline(model, data, out, steps, batch, seq, precision, checkpointing) -> dict:
     import torch
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -94,7 +107,8 @@ def run_baseline(model, data, out, steps, batch, seq, precision) -> dict:
     m = AutoModelForCausalLM.from_pretrained(model, dtype=dtype)
     args = SFTConfig(output_dir=out, max_steps=steps, per_device_train_batch_size=batch, max_length=seq,
                      bf16=precision == "bf16", use_cpu=not torch.cuda.is_available(), report_to="none",
-                     save_strategy="no", logging_steps=10_000, disable_tqdm=True, lr_scheduler_type="constant")
+                     save_strategy="no", logging_steps=10_000, disable_tqdm=True, lr_scheduler_type="constant",
+                     **({"gradient_checkpointing": False} if checkpointing == "off" else {}))
     trainer = SFTTrainer(model=m, args=args, train_dataset=ds, processing_class=tok,
                          peft_config=LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear",
                                                 task_type="CAUSAL_LM"))
@@ -113,9 +127,9 @@ def child(which: str, *args) -> None:
     import torch
 
     datasets.disable_progress_bars()
-    model, data, out, steps, batch, seq, precision = args
+    model, data, out, steps, batch, seq, precision, checkpointing = args
     r = (run_finetune if which == "finetune" else run_baseline)(model, data, out, int(steps), int(batch), int(seq),
-                                                                precision)
+                                                                precision, checkpointing)
     r["peak_rss_mb"] = peak_rss_mb()
     r["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
     print("RESULT " + json.dumps(r))
@@ -131,31 +145,31 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=4, help="tiny model layers (default 4)")
     ap.add_argument("--long-share", type=float, default=0.1, help="share of long trajectories (default 0.1)")
     ap.add_argument("--model", help="a model folder instead of the tiny random Llama (e.g. runs/smollm2)")
-    ap.add_argument("--child", nargs=8, help=argparse.SUPPRESS)
+    ap.add_argument("--checkpointing", choices=("defaults", "on", "off"), default="defaults",
+                    help="gradient checkpointing: each side's default (TRL's SFTConfig: on; a recipe: off), "
+                         "or the same on both sides (default: defaults)")
+    ap.add_argument("--child", nargs=9, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         return child(*a.child)
     import torch
 
-    from finetune.data.config import Prepare
-    from finetune.data.prepare import prepare
     from finetune.model.tiny import build_tiny_model
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-train-"))
     model = a.model or build_tiny_model("llama", REPO / "data/tokenizers/ggml-vocab-llama-spm.gguf", tmp / "model",
                                         layers=a.layers, hidden=a.hidden)
-    make_traces(tmp / "traces.jsonl", a.traces, long_share=a.long_share)
-    stats = prepare(Prepare.of(model=str(model), sources=[(str(tmp / "traces.jsonl"), "openai")],
-                                   out=str(tmp / "data"), max_seq_length=a.seq, validation_fraction=0.0))
+    stats = prepare_traces(model, tmp, a.traces, a.seq, a.long_share)
     precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
     shape = a.model or f"a random Llama, hidden {a.hidden} x {a.layers} layers"
     print(f"{stats['records_ok']} traces ({a.long_share:.0%} long), {stats['tokens_total']} tokens, {shape}, "
-          f"{device}, {precision}, {a.steps} steps x batch {a.batch}, max_seq_length {a.seq}")
+          f"{device}, {precision}, {a.steps} steps x batch {a.batch}, max_seq_length {a.seq}, "
+          f"gradient checkpointing: {a.checkpointing}")
     res = {}
     for which in ("baseline", "finetune"):
         cmd = [sys.executable, __file__, "--child", which, str(model), str(tmp / "data"), str(tmp / which),
-               str(a.steps), str(a.batch), str(a.seq), precision]
+               str(a.steps), str(a.batch), str(a.seq), precision, a.checkpointing]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
         line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
         if proc.returncode or not line:

@@ -71,6 +71,16 @@ def test_cross_field_rules(tmp_path):
     assert r.train.quantization.quant_type == "nf4" and r.train.lora.r == 16
 
 
+def test_liger_kernel_is_a_bool_off_by_default(tmp_path):
+    path = _write(tmp_path, GOOD)
+    assert load_recipe(path, [], Recipe).train.liger_kernel is False
+    assert load_recipe(path, ["train.liger_kernel=true"], Recipe).train.liger_kernel is True
+    with pytest.raises(FinetuneError, match="train.liger_kernel: Input should be a valid boolean"):
+        load_recipe(path, ["train.liger_kernel=fused"], Recipe)
+    with pytest.raises(FinetuneError, match="did you mean `liger_kernel`"):
+        load_recipe(path, ["train.liger_kernels=true"], Recipe)
+
+
 def test_overrides_go_through_the_same_validation(tmp_path):
     path = _write(tmp_path, GOOD)
     r = load_recipe(path, ["data.max_seq_length=4096", "data.sources.0.format=xlam", "train.method=dora"], Recipe)

@@ -21,7 +21,7 @@ from finetune.data.config import Model
 from finetune.train.config import Train
 
 # Train keys that only `finetune train`'s SFT path reads (the generative judge trains through it).
-REWARD_MODEL_IGNORES = {"packing", "verify_samples", "save_steps", "save_total_limit"}
+REWARD_MODEL_IGNORES = {"packing", "verify_samples", "save_steps", "save_total_limit", "liger_kernel"}
 
 
 class Judge(Strict):

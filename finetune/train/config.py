@@ -82,6 +82,13 @@ class Train(Strict):
         default="sdpa", description="Attention kernel; packing is exact with every one of them."
     )
     gradient_checkpointing: bool = Field(default=False, description="Recompute activations to save memory.")
+    liger_kernel: bool = Field(
+        default=False,
+        description="Liger's Triton kernels for RMSNorm, RoPE and SwiGLU (through transformers' "
+                    "`use_liger_kernel`). Its fused linear cross-entropy is not used: TRL's SFTTrainer already "
+                    "scores tokens through its own chunked LM head and never builds the full logits. "
+                    "CUDA GPU only; needs the `liger-kernel` package (pip install liger-kernel).",
+    )
     logging_steps: int = Field(default=1, ge=1, description="Log (metrics.jsonl, progress) every N updates.")
     report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
         default_factory=lambda: ["tensorboard"],

@@ -70,6 +70,23 @@ def resolve_precision(requested: str) -> str:
     return requested
 
 
+def check_liger(t: Train) -> None:
+    """``train.liger_kernel`` needs a CUDA GPU and the liger-kernel package; without them transformers
+    would fail only when training starts, after the model has loaded."""
+    if not t.liger_kernel:
+        return
+    from transformers.utils import is_liger_kernel_available
+
+    missing = []
+    if not torch.cuda.is_available():
+        missing.append("a CUDA GPU, which this machine lacks (Liger's kernels are Triton kernels)")
+    if not is_liger_kernel_available():
+        missing.append("the liger-kernel package, which is not installed: pip install liger-kernel")
+    if missing:
+        raise FinetuneError(f"train.liger_kernel: true needs {', and '.join(missing)}; otherwise set "
+                            "train.liger_kernel: false")
+
+
 def _check_launch() -> dict:
     """What accelerate launched (if anything), refusing process counts the machine cannot serve."""
     local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
@@ -117,7 +134,8 @@ def _versions() -> dict:
     import importlib.metadata as md
 
     out = {"finetune": __version__}
-    for pkg in ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "deepspeed", "bitsandbytes"):
+    for pkg in ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "deepspeed", "bitsandbytes",
+                "liger-kernel"):
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
@@ -161,6 +179,8 @@ def _sft_config(recipe: Recipe, checkpoints: Path, precision: str, has_eval: boo
         # trains the router and keeps the architecture's coefficient.
         router_aux_loss_coef=0.0 if moe and t.method != "full" else None, data_seed=t.seed,
         max_length=recipe.data.max_seq_length, packing=t.packing, packing_strategy="bfd", padding_free=t.packing,
+        # Liger's layer kernels only: TRL refuses its fused linear cross-entropy (it keeps its own fused LM head).
+        use_liger_kernel=t.liger_kernel,
         logging_first_step=True, save_strategy="steps" if t.save_steps else "epoch", save_steps=t.save_steps,
         save_total_limit=t.save_total_limit, include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0, **args,
@@ -198,6 +218,7 @@ def build(recipe: Recipe, resume: bool = False, show_progress: bool = True) -> S
 
     # Everything that can fail without weights fails now.
     precision = resolve_precision(t.precision)
+    check_liger(t)
     launch = _check_launch()
     check_targets(recipe.model.path, t)
     prepare_reporting(t.report_to, run)

@@ -131,6 +131,9 @@ def test_recipe_errors(tmp_path):
     with pytest.raises(FinetuneError, match="a reward_model judge trains with method full or lora"):
         recipe_from_tree({"model": {"path": "m"}, "judge": {"datasets": ["d"]}, "train": {"method": "qlora",
                           "quantization": {}}}, "r", JudgeRecipe)
+    with pytest.raises(FinetuneError, match="train.liger_kernel: not used by a reward_model judge"):
+        recipe_from_tree({"model": {"path": "m"}, "judge": {"datasets": ["d"]}, "train": {"liger_kernel": True}},
+                         "r", JudgeRecipe)
     with pytest.raises(FinetuneError, match="not a `finetune judge data` folder"):
         train_judge(recipe_from_tree({"model": {"path": "m"}, "judge": {"datasets": [str(tmp_path)]},
                                       "train": {"output_dir": str(tmp_path / "o")}}, "r", JudgeRecipe))
