@@ -114,8 +114,9 @@ def estimate(recipe: Recipe, counts: Counts, launch: Launch, cpu: bool, precisio
     rows = []
 
     def put(name, nbytes, phases=PHASES, *, on="device", note="", kind="other"):
-        """on: device (per GPU; per process on the host for CPU runs), host (per process), node (once
-        per node); kind "states": the model states (weights, gradients, master weights, optimizer)."""
+        """on: device (per GPU; per process on the host for CPU runs), main (the main process's device
+        only), host (per process), node (once per node); kind "states": the model states (weights,
+        gradients, master weights, optimizer state)."""
         rows.append({"name": name, "bytes": int(nbytes), "phases": list(phases), "on": on, "note": note, "kind": kind})
 
     off_optimizer = "host" if launch.offload_optimizer else "device"
@@ -139,7 +140,9 @@ def estimate(recipe: Recipe, counts: Counts, launch: Launch, cpu: bool, precisio
     trained = a if adapters else b
     if ds:
         low, master = (2, 4) if b < 4 else (0, 0)
-        put(f"gradients (16-bit), sharded over {G}", T * low / G, ["train", "verify"], on=off_optimizer, kind="states")
+        if low:
+            put(f"gradients (16-bit), sharded over {G}", T * low / G, ["train", "verify"], on=off_optimizer,
+                kind="states")
         put(f"fp32 gradients, master weights and optimizer state, sharded over {G}",
             T * (4 + master + state(4)) / G, ["train", "verify"], on=off_optimizer,
             note=f"{t.optimizer}: {state(4)} bytes of state per parameter", kind="states")
@@ -180,20 +183,20 @@ def estimate(recipe: Recipe, counts: Counts, launch: Launch, cpu: bool, precisio
     if t.verify_samples:
         reloaded = weights + T * (2 if t.method == "qlora" else 4 if adapters else 0)
         put("verification: the base reloaded with the saved adapter" if adapters else
-            "verification: the saved model reloaded", reloaded, ["verify"],
-            note="" if cpu else "unsharded, on the main process's GPU")
+            "verification: the saved model reloaded", reloaded, ["verify"], on="main",
+            note="unsharded, by the main process" + ("" if cpu else " on its GPU"))
         logits = recipe.data.max_seq_length * counts.vocab * (b + 4 + (4 if b < 4 else 0))
         if cpu:
             put("verification: reloaded checkpoint files, then a sample's logits", max(pages, logits), ["verify"],
-                note="the larger of the two")
+                on="main", note="the larger of the two")
         else:
-            put("verification: a sample's logits (upcast to fp32 for the loss)", logits, ["verify"])
+            put("verification: a sample's logits (upcast to fp32 for the loss)", logits, ["verify"], on="main")
             put("verification: reloaded checkpoint files", pages, ["verify"], on="node")
 
     for row in rows:  # a CPU run holds everything on the host
-        on_gpu = row["on"] == "device" and not cpu
+        on_gpu = row["on"] in ("device", "main") and not cpu
         row["gpu_bytes"] = row["bytes"] if on_gpu else 0
-        row["host_bytes"] = 0 if on_gpu else row["bytes"] * (1 if row["on"] == "node" else launch.gpus)
+        row["host_bytes"] = 0 if on_gpu else row["bytes"] * (1 if row["on"] in ("node", "main") else launch.gpus)
     phases = {p: {"gpu_bytes": sum(r["gpu_bytes"] for r in rows if p in r["phases"]),
                   "host_bytes": sum(r["host_bytes"] for r in rows if p in r["phases"])} for p in PHASES}
     return {"precision": prec, "tokens_per_forward": tokens, "components": rows, "phases": phases,

@@ -194,10 +194,13 @@ def _changes(recipe: Recipe, launch: Launch, where: Target):
                 yield (f"--accelerate-config accelerate_configs/zero{stage}.yaml (ZeRO-{stage} over {launch.world} GPUs)",
                        recipe, replace(launch, zero=stage, source=f"accelerate_configs/zero{stage}.yaml"))
     zero3 = replace(launch, zero=3, fsdp=False)
-    if not launch.offload_optimizer:
+    if launch.fsdp and not launch.offload_params:
+        yield ("fsdp_offload_params: true in the FSDP config (parameters, gradients and optimizer state on the "
+               "host)", recipe, replace(launch, offload_optimizer=True, offload_params=True))
+    elif not launch.offload_optimizer:
         yield ("ZeRO-3 with offload_optimizer_device: cpu (the optimizer state on the host)", recipe,
                replace(zero3, offload_optimizer=True))
-    if not launch.offload_params:
+    if not launch.offload_params and not launch.fsdp:
         yield ("--accelerate-config accelerate_configs/zero3_offload.yaml (ZeRO-3, optimizer and parameters "
                "on the host)", recipe, replace(zero3, offload_optimizer=True, offload_params=True,
                                                 source="accelerate_configs/zero3_offload.yaml"))
@@ -299,7 +302,7 @@ def format_plan(result: dict) -> str:
                         "2 bytes per frozen weight and the 18 of gradients, master and Adam states per adapter weight)"))
     s = result["step_time"]
     lines.append(f"step time: ~{s['seconds']:.3g} s per optimizer step ({s['tokens_per_step']:,} tokens, "
-                 f"{s['flops_per_token'] / 1e9:.3g} GFLOP per token) on {result['launch']['world'] if not cpu else 1} x "
+                 f"{s['flops_per_token'] / 1e9:.3g} GFLOP per token) on {result['launch']['world']} x "
                  f"{s['gpu']} at {s['mfu']:.0%} of {s['peak_tflops']:g} TFLOP/s"
                  + (" (TF32 rate: half)" if s["tf32"] else "") + (" (this plan is for a CPU run, far slower)" if cpu else ""))
     lines.append(result["verdict"])

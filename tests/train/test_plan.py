@@ -210,3 +210,14 @@ def test_host_prediction_within_25_percent_of_a_smollm2_lora_run(smollm2, tmp_pa
     measured, planned = _measured_against_planned(recipe, tmp_path)
     print(f"SmolLM2-135M LoRA, CPU: measured peak RSS {measured:.0f} MiB, planned {planned:.0f} MiB")
     assert abs(planned - measured) / measured <= 0.25, (measured, planned)
+
+
+def test_step_time_by_hand(configs):
+    """LoRA on Code Llama 7B with checkpointing: 4 FLOPs per frozen weight + 2 to recompute the
+    forward, 6 per adapter weight, attention 16 x layers x width x seq; at 40% of an H100."""
+    result = _plan(CODE / "codellama-7b-lora-repo-fim.yaml", f"model.path={configs['7b']}")
+    matmul = 32 * (4 * 4096 * 4096 + 3 * 4096 * 11008) + 32016 * 4096  # the LM head multiplies, the lookup not
+    flops = 6 * matmul + 6 * result["parameters"]["trainable"] + 16 * 32 * 4096 * 4096
+    s = result["step_time"]
+    assert s["flops_per_token"] == flops and s["tokens_per_step"] == 4096 * 4 * 4
+    assert s["seconds"] == pytest.approx(flops * 65536 / (989.4e12 * 0.4))
