@@ -5,7 +5,8 @@ A verb is declared once, where its handler is (``@verb(name, help, *arguments)``
 verb list of ``finetune --help`` and the light/heavy split are all built from that table. Light
 verbs (validate, verify-artifacts, pool build/verify/render/serve) never import torch,
 transformers or datasets, so they start in a fraction of a second and run on machines without a
-GPU stack. A ``FinetuneError`` or ``RecordError`` (a user mistake) is printed on one line after
+GPU stack; ``plan`` is light too at start-up, and imports torch, transformers and peft only to
+build a weightless model on the meta device. A ``FinetuneError`` or ``RecordError`` (a user mistake) is printed on one line after
 ``error:`` and exits 2, with no traceback.
 """
 
@@ -33,7 +34,7 @@ class Verb:
     help: str  # one line: `finetune --help`'s list and `finetune GROUP --help`
     arguments: tuple[tuple[tuple[str, ...], dict], ...]
     run: Callable[[argparse.Namespace], int]
-    light: bool  # runs without importing torch, transformers or datasets
+    light: bool  # starts without importing torch, transformers or datasets (and never does, but plan)
 
 
 VERBS: list[Verb] = []
@@ -248,6 +249,43 @@ def cmd_train(args) -> int:
         print(f"trained {info['global_step']} steps, train loss {info['train_loss']:.4f}{check}; "
               f"run folder {run} ({info['output']}, metrics.jsonl, loss.png, run.json)")
     return 0
+
+
+@verb("plan", "memory per GPU and on the host, and step time, of a training job; the cheapest change when it "
+              "does not fit (exit 1)",
+      arg("recipe", help="recipe YAML"), _overrides("data.max_seq_length=4096"),
+      arg("--gpu", default="h100", choices=["h100", "h200", "a100", "a100-40gb", "l40s", "cpu"],
+          help="where it runs (default h100): the GPU kind sets the memory per GPU and the peak FLOP/s of the step "
+               "time; cpu plans a CPU run (`finetune train` on this machine: everything in host memory)"),
+      arg("--gpus", type=int, help="GPUs (processes) per node (default: the accelerate config's, else 1)"),
+      arg("--nodes", type=int, help="machines (default: the accelerate config's, else 1)"),
+      arg("--gpu-memory", type=float, metavar="GiB", help="memory per GPU in GiB (default: the --gpu kind's)"),
+      arg("--host-memory", type=float, metavar="GiB",
+          help="host memory per node in GiB: checked too when given (default for --gpu cpu: this machine's)"),
+      arg("--accelerate-config", metavar="FILE",
+          help="the accelerate config the job is launched with (ZeRO-2/3, offload, FSDP); default none: one "
+               "process, or DDP with --gpus"),
+      arg("--json", metavar="FILE", help="also write the numbers as JSON to FILE (`-`: print only the JSON)"),
+      light=True)
+def cmd_plan(args) -> int:
+    from finetune.train.config import Recipe
+    from finetune.train.plan import format_plan, plan, read_launch, target
+
+    recipe = load_recipe(args.recipe, args.overrides, Recipe)
+    for flag, value in (("--gpus", args.gpus), ("--nodes", args.nodes)):
+        if value is not None and value < 1:
+            raise FinetuneError(f"{flag} {value}: give 1 or more")
+    launch, use_cpu = read_launch(args.accelerate_config, args.gpus, args.nodes)
+    result = plan(recipe, target("cpu" if use_cpu else args.gpu, args.gpu_memory, args.host_memory), launch)
+    if args.json:
+        text = json.dumps(result, indent=2) + "\n"
+        if args.json == "-":
+            sys.stdout.write(text)
+        else:
+            Path(args.json).write_text(text)
+    if args.json != "-":
+        print(format_plan(result))
+    return 0 if result["fits"] else 1
 
 
 @verb("export", "merged safetensors, adapter, GGUF (f16 ... q4_k_m), NF4: verified, checksummed, with a card",

@@ -1,12 +1,13 @@
 """Shared fixtures: tiny random models with the real tokenizers shipped in data/tokenizers.
 
-Built once per test session (the Llama 3 BPE vocabulary takes ~20 s to read from GGUF, so the
-Llama 4 model reuses the tokenizer folder of the Llama 3 one).
+Built once per test session, each when a test first asks for it (the Llama 3 BPE vocabulary takes
+~20 s to read from GGUF, so the Llama 4 model reuses the tokenizer folder of the Llama 3 one).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -15,22 +16,42 @@ REPO = Path(__file__).resolve().parents[1]
 TOKENIZERS = REPO / "data" / "tokenizers"
 
 
-@pytest.fixture(scope="session")
-def models(tmp_path_factory) -> dict[str, Path]:
-    """name -> tiny model folder; the name says vocabulary and template."""
-    from finetune.model.tiny import build_tiny_model
+class TinyModels(Mapping):
+    """name -> tiny model folder, each built the first time a test asks for it (a test file that
+    needs one model does not wait for the five)."""
 
-    root = tmp_path_factory.mktemp("models")
-    out = {
-        "spm-hermes": build_tiny_model("llama", TOKENIZERS / "ggml-vocab-llama-spm.gguf", root / "spm-hermes"),
-        "bpe-llama3": build_tiny_model("llama", TOKENIZERS / "ggml-vocab-llama-bpe.gguf", root / "bpe-llama3"),
+    RECIPES = {  # name -> (arch, tokenizer: a GGUF vocabulary or another model's name)
+        "spm-hermes": ("llama", TOKENIZERS / "ggml-vocab-llama-spm.gguf"),
+        "bpe-llama3": ("llama", TOKENIZERS / "ggml-vocab-llama-bpe.gguf"),
+        "bpe-llama4": ("llama4", "bpe-llama3"),
+        # Training tests use the 32k SentencePiece vocabulary: a 128k vocabulary makes every logit 4x dearer.
+        "spm-llama4": ("llama4", TOKENIZERS / "ggml-vocab-llama-spm.gguf"),
+        "deepseek-hermes": ("llama", TOKENIZERS / "ggml-vocab-deepseek-coder.gguf"),
     }
-    out["bpe-llama4"] = build_tiny_model("llama4", out["bpe-llama3"], root / "bpe-llama4")
-    # Training tests use the 32k SentencePiece vocabulary: a 128k vocabulary makes every logit 4x dearer.
-    out["spm-llama4"] = build_tiny_model("llama4", TOKENIZERS / "ggml-vocab-llama-spm.gguf", root / "spm-llama4")
-    out["deepseek-hermes"] = build_tiny_model("llama", TOKENIZERS / "ggml-vocab-deepseek-coder.gguf",
-                                              root / "deepseek-hermes")
-    return out
+
+    def __init__(self, root: Path):
+        self.root, self.built = root, {}
+
+    def __getitem__(self, name: str) -> Path:
+        if name not in self.built:
+            from finetune.model.tiny import build_tiny_model
+
+            arch, tokenizer = self.RECIPES[name]
+            tokenizer = self[tokenizer] if isinstance(tokenizer, str) else tokenizer
+            self.built[name] = build_tiny_model(arch, tokenizer, self.root / name)
+        return self.built[name]
+
+    def __iter__(self):
+        return iter(self.RECIPES)
+
+    def __len__(self) -> int:
+        return len(self.RECIPES)
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory) -> TinyModels:
+    """name -> tiny model folder; the name says vocabulary and template."""
+    return TinyModels(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture(scope="session")

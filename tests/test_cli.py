@@ -19,12 +19,15 @@ def run(*args, cwd=REPO):
 def test_help_lists_every_verb_and_flag():
     top = run("--help")
     assert top.returncode == 0
-    for verb in ("validate", "model import", "tiny-model", "data prepare", "data inspect"):
+    for verb in ("validate", "model import", "tiny-model", "data prepare", "data inspect", "plan"):
         assert f"finetune {verb}" in top.stdout
     prep = run("data", "prepare", "--help").stdout
     for flag in ("--model", "--source", "--out", "--max-seq-length", "--chat-template", "--validation-fraction",
                  "--max-reject-fraction", "--seed", "--no-dedup"):
         assert flag in prep
+    plan = run("plan", "--help").stdout
+    for flag in ("--gpu", "--gpus", "--nodes", "--gpu-memory", "--host-memory", "--accelerate-config", "--json"):
+        assert flag in plan
 
 
 def test_validate_exit_codes(tmp_path):
