@@ -219,3 +219,19 @@ def test_named_templates_use_the_tool_use_one_for_tools(tokenizers):
         assert "<tool_call>" in with_tools and "[user]" not in with_tools
     finally:
         tok.chat_template = original
+
+
+@pytest.mark.parametrize("name", ["spm-hermes", "bpe-llama3", "bpe-llama4", "deepseek-hermes"])
+def test_message_ends_from_the_generation_header_are_the_rendered_ones(name, tokenizers):
+    """`spans` takes the end of a message before an assistant turn from that turn's prompt less
+    the generation header instead of rendering it; ends and spans must be those of rendering all."""
+    renderer = Renderer(tokenizers[name])
+    assert renderer._header
+    for msgs, tools in ((TRACE["messages"], TOOLS), (TRACE["messages"][1:], [])):
+        full = renderer._render(msgs, tools, False)
+        fast = renderer.spans(msgs, tools, full)
+        header, renderer._header = renderer._header, None
+        try:
+            assert fast == renderer.spans(msgs, tools, full)
+        finally:
+            renderer._header = header

@@ -91,7 +91,9 @@ class Renderer:
         self._prepend_bos = bool(getattr(tokenizer, "add_bos_token", False) and bos)
         self._context = dict(tokenizer.special_tokens_map)  # what apply_chat_template lets a template see
         self._templates: dict[bool, object] = {}  # tools given or not -> compiled template
+        self._header = None
         try:
+            self._header = self._generation_header()
             text = self._render(_PROBE, [_PROBE_TOOL], False)
             self.spans(_PROBE, [_PROBE_TOOL], text)
         except RecordError as exc:
@@ -102,6 +104,19 @@ class Renderer:
             raise FinetuneError("the chat template does not render assistant content")
         # Some templates silently drop tools; then traces with tools are rejected, never mangled.
         self.renders_tools = all(s in text for s in ("probe_tool_7f3a", "probe-arg", "probe-result"))
+
+    def _generation_header(self) -> str | None:
+        """What the generation prompt appends (``<|start_header_id|>assistant<|end_header_id|>\\n\\n``),
+        when it is the same text before both assistant turns of the probe; else None (``spans``
+        then renders every message's end)."""
+        hf, schemas = to_hf(_PROBE), _schemas([_PROBE_TOOL])
+        heads = set()
+        for k in (i for i, m in enumerate(_PROBE) if m["role"] == "assistant"):
+            given, upto = self._text(hf[:k], schemas, True), self._text(hf[:k], schemas, False)
+            if not given.startswith(upto):
+                return None
+            heads.add(given[len(upto):])
+        return heads.pop() if len(heads) == 1 and "" not in heads else None
 
     def _template(self, schemas: list[dict] | None):
         """The compiled template for a conversation with (or without) tools: a tokenizer with several
@@ -126,20 +141,36 @@ class Renderer:
         return self._text(to_hf(messages), _schemas(tools), gen)
 
     def spans(self, messages: list[dict], tools: list[dict], full: str) -> tuple[list[int], list[tuple[int, int]]]:
-        """(end offset of each message in ``full``, trained character spans)."""
+        """(end offset of each message in ``full``, trained character spans).
+
+        Each assistant turn needs two renders: the prompt it is given (generation prompt on) and the
+        text through its end. The end of a message just before an assistant turn is that turn's
+        prompt less the template's generation header (``_header``, the same text for every
+        conversation, found on the probe), so it costs no render of its own."""
         hf, schemas = to_hf(messages), _schemas(tools)
         ends, trained = [], []
+        prompt = None  # the generation prompt before messages[i], when already rendered
         for i, m in enumerate(messages):
-            upto = full if i == len(messages) - 1 else self._text(hf[: i + 1], schemas, False)
-            if not full.startswith(upto):
-                raise RecordError("template_not_prefix_stable", f"rendering changes earlier text at messages[{i}]")
+            ahead = None
+            if self._header and m["role"] != "assistant" and i + 1 < len(messages) \
+                    and messages[i + 1]["role"] == "assistant":
+                ahead = self._text(hf[: i + 1], schemas, True)
+            if ahead is not None and ahead.endswith(self._header) and full.startswith(ahead):
+                upto = None
+                end = len(ahead) - len(self._header)
+            else:
+                upto = full if i == len(messages) - 1 else self._text(hf[: i + 1], schemas, False)
+                if not full.startswith(upto):
+                    raise RecordError("template_not_prefix_stable", f"rendering changes earlier text at messages[{i}]")
+                end = len(upto)
             if m["role"] == "assistant":
-                given = self._text(hf[:i], schemas, True)
+                given = prompt if prompt is not None else self._text(hf[:i], schemas, True)
                 if not upto.startswith(given) or len(given) < (ends[-1] if ends else 0):
                     raise RecordError("template_not_prefix_stable", f"generation prompt is not a prefix at messages[{i}]")
                 if m.get("train", True):
                     trained.append((len(given), len(upto.rstrip())))
-            ends.append(len(upto))
+            prompt = ahead
+            ends.append(end)
         return ends, trained
 
     def tokenize(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
