@@ -48,6 +48,9 @@ demo: install
 	$(FT) validate recipes/smollm2/traces-lora.yaml
 	$(FT) data prepare recipes/smollm2/traces-lora.yaml
 	$(FT) data inspect runs/smollm2-data --n 1 --plain
+	@# What the run needs before it is queued: here on the CPU, then on one 24 GB GPU.
+	$(FT) plan recipes/smollm2/traces-lora.yaml --gpu cpu
+	$(FT) plan recipes/smollm2/traces-lora.yaml --gpu l40s --gpu-memory 24
 	$(FT) train recipes/smollm2/traces-lora.yaml train.datasets='[{path: runs/smollm2-data}]'
 	$(FT) export runs/smollm2-train --format safetensors --format gguf-q8_0 --out runs/smollm2-export
 	@# Then tiny random models with real tokenizers: every method, code data, the judge and the pool.
