@@ -2,6 +2,13 @@
 the commands ``pool render --backend llamacpp`` writes, on free ports, started again when one
 dies, and stopped together.
 
+They are the gateway's private back ends, so nothing reaches them around it: each listens on
+127.0.0.1 only and requires a key made for this run (``secrets.token_urlsafe``), which the gateway
+alone holds, so another local process cannot skip the gateway's key and limits. They start with a
+clean environment (:data:`PASSED_ENV` and nothing else): the gateway's API key, cloud credentials
+or a stray ``HOST``/``PORT`` (which llama-cpp-python's server reads) never reach them; the run key
+goes in the environment, never on the command line that ``ps`` shows.
+
 Example::
 
     servers = LocalServers(manifest, Path("runs/pool/manifest.json"))
@@ -13,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -26,6 +34,10 @@ from finetune.pool.backends import Paths, plan_llamacpp
 from finetune.pool.manifest import Endpoint, Manifest
 
 START_TIMEOUT_S = 180
+# What a server needs from the gateway's environment: the executable search path, locale, temp and
+# home folders, and which accelerator and threads to use. Everything else (keys, tokens) stays out.
+PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES",
+              "HIP_VISIBLE_DEVICES", "OMP_NUM_THREADS")
 
 
 def free_port() -> int:
@@ -70,10 +82,13 @@ class LocalServers:
         self.restarts: dict[str, int] = {}  # server name -> times started again
         self.next_try: dict[str, float] = {}  # server name -> earliest time for the next restart
         self.serving: dict[str, int] = {}  # member (or "judge") -> index of its server in procs
+        self.key = secrets.token_urlsafe(32)  # every server's key for this run; only the gateway has it
+        self.urls: set[str] = set()  # the servers' base URLs, which the key is sent to
 
     def _spawn(self, argv: list[str]) -> subprocess.Popen:
+        env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
         return subprocess.Popen(argv, cwd=self.here, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
+                                start_new_session=True, env={**env, "API_KEY": self.key})
 
     def start(self) -> dict[str, Endpoint]:
         """Start one server per local member (and the judge), wait until each answers; returns
@@ -89,6 +104,7 @@ class LocalServers:
                 self.procs.append(proc)
                 self.commands.append((server.name, argv))
                 counter = PromptCounter(self.here / argv[argv.index("--model") + 1])
+                self.urls.add(f"http://127.0.0.1:{port}/v1")
                 for who, model in server.serves.items():
                     endpoints[who] = Endpoint(url=f"http://127.0.0.1:{port}/v1", model=model)
                     self.counters[who] = counter
@@ -99,7 +115,8 @@ class LocalServers:
                         raise FinetuneError(f"the llama.cpp server for {server.name} exited ({proc.returncode}); "
                                             f"run `{' '.join(argv)}` in {self.here} to see why")
                     try:
-                        if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200:
+                        if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2,
+                                     headers={"Authorization": f"Bearer {self.key}"}).status_code == 200:
                             break
                     except httpx.HTTPError:
                         pass
