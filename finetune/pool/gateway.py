@@ -6,24 +6,34 @@ Routes:
   member alone, for direct use). The body is checked against the OpenAI chat-completions schema
   before any member is called (:mod:`finetune.pool.request`): a request that can never succeed is
   a 400 naming each bad field, not a 503 that clients would retry into more fan-outs. Tools,
-  ``tool_calls`` and tool results use the OpenAI wire form; ``stream: true`` sends the fused answer
-  as server-sent events (``chat.completion.chunk``; usage and the ``fusion`` record on the last
-  chunk, or on a chunk of their own after it with ``stream_options.include_usage``; then ``[DONE]``).
+  ``tool_calls`` and tool results use the OpenAI wire form. ``stream: true`` sends server-sent
+  events (``chat.completion.chunk``; usage and the ``fusion`` record on the last chunk, or on a
+  chunk of their own after it with ``stream_options.include_usage``; then ``[DONE]``). The role
+  chunk goes out at once; a fused answer exists only once the judge has decided, so until then
+  the stream carries SSE comments every ``heartbeat_s`` (proxies and clients see a live
+  connection), then the answer. A member used directly streams its tokens as it generates them,
+  unless the request has tools or a ``response_format`` (the answer is then checked whole first).
+  A failure after the stream has started is an ``error`` event, as OpenAI sends it.
 * ``GET /v1/models`` and ``GET /v1/models/{id}``: the pool and each member.
-* ``GET /healthz``: each member's state: a local llama.cpp member's process and port, an endpoint
-  member's ``/v1/models`` within 2 s.
-* ``GET /metrics``: Prometheus text (requests by status, member latency and failures, judge time).
+* ``GET /healthz``: each member's state: a local llama.cpp member's process and port (a busy
+  server still takes connections: ``up``; a dead one is ``down`` and is started again), an
+  endpoint member's ``/v1/models`` within 2 s.
+* ``GET /metrics``: Prometheus text (every response by route and status, 4xx and 5xx included;
+  fused requests by outcome, member latency and failures, judge time).
 * ``POST /v1/responses``: not served; the 404 says how to point a Responses-API client (the OpenAI
-  Agents SDK) at chat completions.
+  Agents SDK) at chat completions. No OpenAPI document or docs pages are served.
 
 Requests and failures:
 
-* **Key.** With ``--api-key-env VAR``, every request needs ``Authorization: Bearer <$VAR>``;
-  otherwise the answer is 401. The key is never logged: the access log is the gateway's own and
-  writes paths without their query string.
-* **Limits.** A body over ``max_body_bytes`` gets 413. ``max_tokens`` above what every member can
-  generate within ``member_timeout_s`` (local members are measured at start) gets 400. A pool
-  below its quorum answers 503, with a body naming each member's fault.
+* **Key.** With ``--api-key-env VAR``, every request except ``/healthz`` needs
+  ``Authorization: Bearer <$VAR>`` (the scheme in any case); otherwise the answer is 401. The key
+  is never logged: the access log is the gateway's own and writes paths without their query string.
+* **Limits.** The request head must arrive within ``header_timeout_s`` of the connection opening
+  (or of its previous response), else the connection is closed (slow headers, idle sockets); the
+  body within ``body_timeout_s`` (408). Body bytes are counted as they arrive, chunked or not: past
+  ``max_body_bytes`` the answer is 413 and nothing more is read. ``max_tokens`` above what every
+  member can generate within ``member_timeout_s`` (local members are measured at start) gets 400.
+  A pool below its quorum answers 503, with a body naming each member's fault.
 * **Giving up.** A member call the gateway gives up on (timeout, the quorum's grace period, the
   client going away) is cancelled, and a local llama.cpp member stops generating.
 * **Outbound calls.** The gateway only ever calls endpoints named in the manifest.
@@ -32,7 +42,7 @@ Requests and failures:
 Example::
 
     app = create_app(Pool(Path("runs/pool/llamacpp/manifest.json")), api_key="secret")
-    uvicorn.run(app, host="127.0.0.1", port=8000)
+    uvicorn.Server(server_config(app, "127.0.0.1", 8000)).run()
 """
 
 from __future__ import annotations
@@ -42,12 +52,14 @@ import hmac
 import json
 import logging
 import time
+import uuid
 from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from finetune.pool.request import BadRequest, Job, parse_request
 from finetune.pool.runtime import Pool, QuorumError, completion, message_of
@@ -63,6 +75,8 @@ def _error(status: int, message: str, kind: str, **extra) -> JSONResponse:
 class Metrics:
     def __init__(self):
         self.registry = CollectorRegistry()
+        self.responses = Counter("finetune_pool_http_responses", "Every HTTP response, by route and status "
+                                 "(401, 404, 413, 499 and 5xx included)", ["route", "status"], registry=self.registry)
         self.requests = Counter("finetune_pool_requests", "Chat completion requests by outcome",
                                 ["model", "status"], registry=self.registry)
         self.member_latency = Histogram("finetune_pool_member_latency_seconds", "Member answer latency",
@@ -83,28 +97,38 @@ class Metrics:
             self.judge_seconds.observe(fusion["judge"]["latency_s"])
 
 
+def _sse(event: dict | str) -> str:
+    return f"data: {event if isinstance(event, str) else json.dumps(event)}\n\n"
+
+
+def _chunk(head: dict, delta: dict, finish_reason: str | None = None) -> dict:
+    return {**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+
+
 def _chunks(done: dict, include_usage: bool, piece: int = 64):
-    """The finished completion as SSE chat.completion.chunk events: role, text pieces, the tool
-    calls, the finish reason; usage (and the fusion record) on the last chunk, or, as OpenAI does
-    with ``stream_options.include_usage``, on a chunk of their own with no choices."""
-    base = {"id": done["id"], "object": "chat.completion.chunk", "created": done["created"],
-            "model": done["model"]}
+    """The rest of a stream once the completion ``done`` is known (its role chunk went out first):
+    text pieces, the tool calls, the finish reason; usage (and the fusion record) on the last
+    chunk, or, as OpenAI does with ``stream_options.include_usage``, on a chunk of their own with
+    no choices."""
+    head = {"id": done["id"], "object": "chat.completion.chunk", "created": done["created"], "model": done["model"]}
     choice = done["choices"][0]
     message = choice["message"]
-    yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
     text = message.get("content") or ""
     for i in range(0, len(text), piece):
-        yield {**base, "choices": [{"index": 0, "delta": {"content": text[i:i + piece]}, "finish_reason": None}]}
+        yield _chunk(head, {"content": text[i:i + piece]})
     if message.get("tool_calls"):
-        calls = [{"index": i, **c} for i, c in enumerate(message["tool_calls"])]
-        yield {**base, "choices": [{"index": 0, "delta": {"tool_calls": calls}, "finish_reason": None}]}
-    tail = {"usage": done["usage"], **({"fusion": done["fusion"]} if "fusion" in done else {})}
-    last = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": choice["finish_reason"]}]}
+        yield _chunk(head, {"tool_calls": [{"index": i, **c} for i, c in enumerate(message["tool_calls"])]})
+    yield from _ending(head, choice["finish_reason"], done["usage"], include_usage,
+                       {"fusion": done["fusion"]} if "fusion" in done else {})
+
+
+def _ending(head: dict, finish_reason: str, usage: dict, include_usage: bool, extra: dict):
+    tail = {"usage": usage, **extra}
     if include_usage:
-        yield last
-        yield {**base, "choices": [], **tail}
+        yield _chunk(head, {}, finish_reason)
+        yield {**head, "choices": [], **tail}
     else:
-        yield {**last, **tail}
+        yield {**_chunk(head, {}, finish_reason), **tail}
 
 
 class ClientGone(Exception):
@@ -128,13 +152,17 @@ async def _unless_client_leaves(request: Request, work):
 
 
 class Guard:
-    """API key, body size, the access log and a last-resort 500, as plain ASGI (FastAPI's
-    @middleware("http") wraps every response in extra streams: measured 9% of the gateway's CPU).
-    The access log names the path without its query string, so a key put there is never written."""
+    """API key, body size and read time, response counts, the access log and a last-resort 500, as
+    plain ASGI (FastAPI's @middleware("http") wraps every response in extra streams: measured 9% of
+    the gateway's CPU). The body is read here, its bytes counted as they arrive (a chunked body has
+    no Content-Length to trust), and handed to the app whole. The access log names the path without
+    its query string, so a key put there is never written."""
 
-    def __init__(self, app, api_key: str | None, max_body_bytes: int):
-        self.app, self.max_body_bytes = app, max_body_bytes
-        self.expected = f"Bearer {api_key}".encode() if api_key is not None else None
+    ROUTES = ("/v1/chat/completions", "/v1/models", "/healthz", "/metrics", "/v1/responses")
+
+    def __init__(self, app, api_key: str | None, max_body_bytes: int, body_timeout_s: float, metrics: Metrics):
+        self.app, self.max_body_bytes, self.body_timeout_s, self.metrics = app, max_body_bytes, body_timeout_s, metrics
+        self.key = api_key.encode() if api_key is not None else None
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -154,24 +182,102 @@ class Guard:
                                                                                                  tracked)
         finally:
             client = scope.get("client") or ("-", 0)
-            access.info('%s:%s "%s %s" %s %.3fs', client[0], client[1], scope["method"], scope["path"],
+            path = scope["path"]
+            route = path if path in self.ROUTES else "/v1/models/{id}" if path.startswith("/v1/models/") else "other"
+            self.metrics.responses.labels(route, str(status[0] or 499)).inc()
+            access.info('%s:%s "%s %s" %s %.3fs', client[0], client[1], scope["method"], path,
                         status[0] or 499, time.perf_counter() - start)
+
+    def _authorised(self, headers: dict) -> bool:
+        scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.key)
 
     async def _handle(self, scope, receive, send):
         headers = dict(scope["headers"])
-        if self.expected is not None and scope["path"] != "/healthz" and \
-                not hmac.compare_digest(headers.get(b"authorization", b""), self.expected):
+        if self.key is not None and scope["path"] != "/healthz" and not self._authorised(headers):
             response = _error(401, "missing or wrong API key (Authorization: Bearer ...)", "authentication_error")
             return await response(scope, receive, send)
-        size = headers.get(b"content-length", b"0")
-        if not size.isdigit() or int(size) > self.max_body_bytes:
-            response = _error(413, f"request body over {self.max_body_bytes} bytes", "invalid_request_error")
+        size = headers.get(b"content-length")
+        if size is not None and (not size.isdigit() or int(size) > self.max_body_bytes):
+            return await self._too_big(scope, receive, send)
+        chunks, got = [], 0
+        try:
+            async with asyncio.timeout(self.body_timeout_s):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    got += len(message.get("body", b""))
+                    if got > self.max_body_bytes:
+                        return await self._too_big(scope, receive, send)
+                    chunks.append(message.get("body", b""))
+                    if not message.get("more_body"):
+                        break
+        except TimeoutError:
+            response = _error(408, f"the request body did not arrive within {self.body_timeout_s:g} s",
+                              "invalid_request_error")
             return await response(scope, receive, send)
-        await self.app(scope, receive, send)
+        body, handed = b"".join(chunks), [False]
+
+        async def replay():
+            if not handed[0]:
+                handed[0] = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: the client's disconnect
+        await self.app(scope, replay, send)
+
+    async def _too_big(self, scope, receive, send):
+        await _error(413, f"request body over {self.max_body_bytes} bytes", "invalid_request_error")(scope, receive,
+                                                                                                      send)
+
+
+class HeadDeadline(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol with a deadline on the request head: a connection that has not
+    sent a whole request line and headers within ``header_timeout_s`` of opening, or of the end of
+    its previous response, is closed. uvicorn alone keeps a connection that sends nothing, or one
+    byte at a time, open for as long as the client likes (any byte cancels its keep-alive timer)."""
+
+    header_timeout_s = 10.0
+    _deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport):
+        super().connection_made(transport)
+        self._arm()
+
+    def on_response_complete(self):
+        super().on_response_complete()
+        self._arm()
+
+    def connection_lost(self, exc):
+        if self._deadline is not None:
+            self._deadline.cancel()
+        super().connection_lost(exc)
+
+    def _arm(self):
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._deadline = self.loop.call_later(self.header_timeout_s, self._expire)
+
+    def _expire(self):
+        waiting = self.cycle is None or self.cycle.response_complete  # no request of this connection in progress
+        if waiting and not self.transport.is_closing():
+            self.transport.close()
+
+
+def server_config(app, host: str, port: int, header_timeout_s: float = 10.0, log_level: str = "info"):
+    """The uvicorn configuration the gateway runs with: the head deadline (:class:`HeadDeadline`),
+    idle keep-alive connections closed after 5 s, at most 1,024 connections at once (503 beyond),
+    and uvicorn's own access log off (it would write the query string, where a client may have put
+    its key)."""
+    import uvicorn
+
+    protocol = type("HeadDeadline", (HeadDeadline,), {"header_timeout_s": header_timeout_s})
+    return uvicorn.Config(app, host=host, port=port, http=protocol, timeout_keep_alive=5, limit_concurrency=1024,
+                          log_level=log_level, access_log=False)
 
 
 def create_app(pool: Pool, api_key: str | None = None, max_body_bytes: int = 1 << 20,
-               max_tokens_limit: int = 4096) -> FastAPI:
+               max_tokens_limit: int = 4096, body_timeout_s: float = 30.0, heartbeat_s: float = 5.0) -> FastAPI:
     """The gateway app; it starts the pool (local llama.cpp servers, the judge) and stops it."""
     metrics = Metrics()
 
@@ -183,11 +289,13 @@ def create_app(pool: Pool, api_key: str | None = None, max_body_bytes: int = 1 <
         finally:
             await pool.close()
 
-    app = FastAPI(title=f"finetune pool {pool.manifest.name}", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(title=f"finetune pool {pool.manifest.name}", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
     m = pool.manifest
     created = int(time.time())
 
-    app.add_middleware(Guard, api_key=api_key, max_body_bytes=max_body_bytes)
+    app.add_middleware(Guard, api_key=api_key, max_body_bytes=max_body_bytes, body_timeout_s=body_timeout_s,
+                       metrics=metrics)
 
     def unknown(model: str) -> JSONResponse:
         return _error(404, f"no model {model!r}; this gateway serves {m.name!r} and its members "
@@ -244,11 +352,8 @@ def create_app(pool: Pool, api_key: str | None = None, max_body_bytes: int = 1 <
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
-        raw = await request.body()
-        if len(raw) > max_body_bytes:
-            return _error(413, f"request body over {max_body_bytes} bytes", "invalid_request_error")
         try:
-            job = parse_request(raw)
+            job = parse_request(await request.body())  # Guard has read it, within the size and time limits
         except BadRequest as exc:
             return bad("-", exc.problems)
         model = job.model
@@ -262,6 +367,10 @@ def create_app(pool: Pool, api_key: str | None = None, max_body_bytes: int = 1 <
             return bad(model, [f"max_tokens: must be at most {limit}{why}"])
         if job.tools and m.tool_call_format == "none":
             return bad(model, [f"tools: pool {m.name} was built with `tools: false`; it answers without tools"])
+        if job.stream:
+            live = model != m.name and not (job.tools and job.tool_choice != "none") and job.schema is None
+            return StreamingResponse(relayed(model, job) if live else streamed(model, job),
+                                     media_type="text/event-stream")
         start = time.perf_counter()
         try:
             result = await _unless_client_leaves(request, answer(model, job))
@@ -272,13 +381,60 @@ def create_app(pool: Pool, api_key: str | None = None, max_body_bytes: int = 1 <
             return result
         metrics.requests.labels(model, "200").inc()
         metrics.request_seconds.observe(time.perf_counter() - start)
-        if job.stream:
-            async def events():
-                for chunk in _chunks(result, job.include_usage):
-                    yield f"data: {json.dumps(chunk)}\n\n"
-                yield "data: [DONE]\n\n"
-            return StreamingResponse(events(), media_type="text/event-stream")
         return JSONResponse(result)
+
+    def head(model: str) -> dict:
+        return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk", "created": int(time.time()),
+                "model": model}
+
+    async def streamed(model: str, job: Job):
+        """The role chunk at once, SSE comments while the members and the judge work, then the answer
+        (or an error event). A client that leaves cancels the work (Starlette cancels this stream)."""
+        first, start = head(model), time.perf_counter()
+        yield _sse(_chunk(first, {"role": "assistant", "content": ""}))
+        task = asyncio.ensure_future(answer(model, job))
+        try:
+            while not (await asyncio.wait({task}, timeout=heartbeat_s))[0]:
+                yield f": waiting for {'the members and the judge' if model == m.name else model}\n\n"
+            result = task.result()
+        finally:
+            if not task.done():
+                task.cancel()
+                metrics.requests.labels(model, "499").inc()
+        if isinstance(result, JSONResponse):
+            yield _sse(json.loads(result.body))
+        else:
+            metrics.requests.labels(model, "200").inc()
+            metrics.request_seconds.observe(time.perf_counter() - start)
+            for chunk in _chunks({**result, "id": first["id"], "created": first["created"]}, job.include_usage):
+                yield _sse(chunk)
+        yield _sse("[DONE]")
+
+    async def relayed(model: str, job: Job):
+        """A member used directly, its tokens sent on as it generates them."""
+        first, start = head(model), time.perf_counter()
+        yield _sse(_chunk(first, {"role": "assistant", "content": ""}))
+        try:
+            async for delta, outcome in pool.relay(model, job):
+                if delta is not None:
+                    yield _sse(_chunk(first, delta))
+                else:
+                    end = outcome
+        except (TimeoutError, httpx.HTTPError, OSError, ValueError) as exc:
+            status = "timeout" if isinstance(exc, (TimeoutError, httpx.TimeoutException)) else "error"
+            metrics.member_failures.labels(model, status).inc()
+            metrics.requests.labels(model, "502").inc()
+            yield _sse({"error": {"message": f"{model}: {status} ({type(exc).__name__}: {exc})",
+                                  "type": "upstream_error"}})
+            yield _sse("[DONE]")
+            return
+        latency = time.perf_counter() - start
+        metrics.member_latency.labels(model).observe(latency)
+        metrics.requests.labels(model, "200").inc()
+        usage = completion(model, {}, end["usage"])["usage"]
+        for chunk in _ending(first, end["finish_reason"], usage, job.include_usage, {}):
+            yield _sse(chunk)
+        yield _sse("[DONE]")
 
     async def answer(model: str, job: Job) -> dict | JSONResponse:
         """The completion, or the error response (upstream failure, quorum not met)."""
@@ -302,7 +458,8 @@ def create_app(pool: Pool, api_key: str | None = None, max_body_bytes: int = 1 <
 
 
 def serve(manifest, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None) -> None:
-    """Run the gateway until interrupted (local llama.cpp members start first and stop with it)."""
+    """Run the gateway until interrupted (the manifest's files are verified first; local llama.cpp
+    members start before it answers and stop with it)."""
     import uvicorn
 
     app = create_app(Pool(manifest), api_key=api_key)
@@ -311,5 +468,4 @@ def serve(manifest, host: str = "127.0.0.1", port: int = 8000, api_key: str | No
     for name in ("finetune.pool.access", "finetune.pool.gateway"):
         logging.getLogger(name).addHandler(handler)
         logging.getLogger(name).setLevel(logging.INFO)
-    # uvicorn's own access log would write the query string (where a client may have put its key)
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+    uvicorn.Server(server_config(app, host, port)).run()

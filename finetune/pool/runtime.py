@@ -7,7 +7,10 @@ nothing else is ever called. ``await pool.complete(job)`` (a request checked by
 every member's answer, status, latency and usage, which answers passed the request's own
 doctests and asserts in the sandbox (only those are judged, when some pass), the judge's scores
 (with ``confidence``, the calibrated probability that its pick is right) or verdict, the mode and
-the total time. A reward-model pick among three or more answers is hybrid: the judge's
+the total time. The completion's ``usage`` is the sum over every member call of the request (what
+the pool spent); ``fusion.usage`` says so and gives the winner's own counts. Its ``finish_reason``
+is the chosen answer's (``length`` included). ``pool.relay(member, job)`` streams one member's
+answer as it is generated (direct use). A reward-model pick among three or more answers is hybrid: the judge's
 probability plus the agreement of the other answers' tool calls (:func:`agreement`).
 
 * **Members in parallel.** Each call is bounded by ``fusion.member_timeout_s``; a local member is
@@ -298,6 +301,10 @@ class Pool:
     # -- calling models -------------------------------------------------------------------------
 
     def _headers(self, ep: Endpoint) -> dict:
+        """A local server's per-run key, or the key an endpoint's ``api_key_env`` names (the client's
+        own key is never forwarded)."""
+        if self.local is not None and ep.url in self.local.urls:
+            return {"Authorization": f"Bearer {self.local.key}"}
         return {"Authorization": f"Bearer {os.environ.get(ep.api_key_env, '')}"} if ep.api_key_env else {}
 
     async def _chat(self, ep: Endpoint, body: dict, timeout: float) -> dict:
@@ -306,13 +313,9 @@ class Pool:
         r.raise_for_status()
         return r.json()
 
-    async def _chat_streamed(self, ep: Endpoint, body: dict, timeout: float, times: list | None = None) -> dict:
-        """A local llama.cpp member's answer, read as a stream and returned as one chat.completion.
-        Streamed so that giving up stops the member: llama-cpp-python ends a streamed generation when
-        its client goes away, but runs a plain request to the end. Its stream carries no usage:
-        completion tokens are counted (it sends one chunk per token), prompt tokens are counted by
-        the caller (:class:`finetune.pool.local.PromptCounter`)."""
-        content, calls, finish, tokens = [], {}, "stop", 0
+    async def _deltas(self, ep: Endpoint, body: dict, timeout: float):
+        """A server's streamed answer as it comes: each ``(delta, finish_reason)`` of its
+        chat.completion.chunk events, and ``(None, usage)`` for a chunk that carries usage."""
         async with self.http(ep.url).stream("POST", f"{ep.url.rstrip('/')}/chat/completions",
                                             json={**body, "model": ep.model, "stream": True},
                                             headers=self._headers(ep), timeout=timeout) as r:
@@ -324,22 +327,36 @@ class Pool:
                     continue
                 if line == "data: [DONE]":
                     break
-                choice = json.loads(line[6:])["choices"][0]
-                delta = choice.get("delta") or {}
-                if delta.get("content"):
-                    content.append(delta["content"])
-                    tokens += 1
-                for c in delta.get("tool_calls") or []:
-                    slot = calls.setdefault(c.get("index", 0), {"id": None, "type": "function",
-                                                                "function": {"name": "", "arguments": ""}})
-                    f = c.get("function") or {}
-                    slot["id"] = c.get("id") or slot["id"]
-                    slot["function"]["name"] = f.get("name") or slot["function"]["name"]
-                    slot["function"]["arguments"] += f.get("arguments") or ""
-                    tokens += 1
-                if times is not None and (delta.get("content") or delta.get("tool_calls")):
-                    times.append(time.perf_counter())
-                finish = choice.get("finish_reason") or finish
+                chunk = json.loads(line[6:])
+                if chunk.get("usage"):
+                    yield None, chunk["usage"]
+                for choice in chunk.get("choices") or []:
+                    yield choice.get("delta") or {}, choice.get("finish_reason")
+
+    async def _chat_streamed(self, ep: Endpoint, body: dict, timeout: float, times: list | None = None) -> dict:
+        """A local llama.cpp member's answer, read as a stream and returned as one chat.completion.
+        Streamed so that giving up stops the member: llama-cpp-python ends a streamed generation when
+        its client goes away, but runs a plain request to the end. Its stream carries no usage:
+        completion tokens are counted (it sends one chunk per token), prompt tokens are counted by
+        the caller (:class:`finetune.pool.local.PromptCounter`)."""
+        content, calls, finish, tokens = [], {}, "stop", 0
+        async for delta, finish_reason in self._deltas(ep, body, timeout):
+            if delta is None:
+                continue
+            if delta.get("content"):
+                content.append(delta["content"])
+                tokens += 1
+            for c in delta.get("tool_calls") or []:
+                slot = calls.setdefault(c.get("index", 0), {"id": None, "type": "function",
+                                                            "function": {"name": "", "arguments": ""}})
+                f = c.get("function") or {}
+                slot["id"] = c.get("id") or slot["id"]
+                slot["function"]["name"] = f.get("name") or slot["function"]["name"]
+                slot["function"]["arguments"] += f.get("arguments") or ""
+                tokens += 1
+            if times is not None and (delta.get("content") or delta.get("tool_calls")):
+                times.append(time.perf_counter())
+            finish = finish_reason or finish
         message = {"role": "assistant", "content": "".join(content)}
         if calls:
             message["tool_calls"] = [calls[i] for i in sorted(calls)]
@@ -379,14 +396,11 @@ class Pool:
         return [x.name if x.samples == 1 else f"{x.name}#{k}" for x in self.manifest.members
                 for k in range(1, x.samples + 1)]
 
-    async def ask(self, candidate: str, job: Job, turns: tuple[list[dict], list[dict]] | None = None,
-                  round_: int = 0) -> Answer:
-        """One member's answer (``candidate`` is a member's name, or ``NAME#k`` for its k-th sample),
-        never raising: failures are in the status. ``turns`` (normalised, wire) replaces the job's
-        conversation (debate rounds append to it)."""
+    def _body(self, candidate: str, job: Job, turns: tuple[list[dict], list[dict]] | None = None) -> dict:
+        """What one member is sent: its sampling defaults, the request's parameters, the tools, the
+        response format; a local server gets the normalised conversation, an endpoint the wire form."""
         member, _, sample = candidate.partition("#")
         spec = next(x for x in self.manifest.members if x.name == member)
-        answer = Answer(candidate, round=round_)
         messages, wire = turns or (job.messages, job.wire)
         streamed = member in self.ceilings
         body = {"messages": messages if streamed else wire, "temperature": spec.sampling.temperature,
@@ -401,6 +415,42 @@ class Pool:
         if job.schema is not None:  # llama-cpp-python takes the schema in json_object; others the OpenAI form
             body["response_format"] = ({"type": "json_object", **({"schema": job.schema} if job.schema else {})}
                                        if streamed else job.response_format)
+        return body
+
+    async def relay(self, member: str, job: Job):
+        """One member's answer as it is generated (direct use with ``stream: true``): its deltas,
+        then ``(None, {"finish_reason": ..., "usage": ...})``. Bounded by the member timeout like
+        :meth:`ask`; a local server's ``max_tokens`` is capped the same way."""
+        body, ep = self._body(member, job), self.endpoints[member]
+        local = member in self.ceilings
+        if local:
+            body["max_tokens"] = min(body["max_tokens"], self.ceilings[member])
+        else:
+            body["stream_options"] = {"include_usage": True}
+        finish, usage, tokens = "stop", {}, 0
+        async with asyncio.timeout(self.manifest.fusion.member_timeout_s):
+            async for delta, extra in self._deltas(ep, body, self.manifest.fusion.member_timeout_s):
+                if delta is None:
+                    usage = extra
+                    continue
+                tokens += bool(delta.get("content") or delta.get("tool_calls"))
+                finish = "length" if extra == "length" else finish
+                if delta.get("content") or delta.get("tool_calls"):
+                    yield {k: v for k, v in delta.items() if k in ("content", "tool_calls")}, None
+        if local:
+            usage = {"completion_tokens": tokens,
+                     "prompt_tokens": await asyncio.to_thread(self.local.counters[member], body)}
+        yield None, {"finish_reason": finish, "usage": usage}
+
+    async def ask(self, candidate: str, job: Job, turns: tuple[list[dict], list[dict]] | None = None,
+                  round_: int = 0) -> Answer:
+        """One member's answer (``candidate`` is a member's name, or ``NAME#k`` for its k-th sample),
+        never raising: failures are in the status. ``turns`` (normalised, wire) replaces the job's
+        conversation (debate rounds append to it)."""
+        member = candidate.partition("#")[0]
+        answer = Answer(candidate, round=round_)
+        streamed = member in self.ceilings
+        body = self._body(candidate, job, turns)
         timeout = self.manifest.fusion.member_timeout_s
         start = time.perf_counter()
         try:
@@ -579,6 +629,12 @@ class Pool:
         record["winner"] = winner
         record["total_latency_s"] = round(time.perf_counter() - start, 4)
         usage = {k: sum(int(a.usage.get(k) or 0) for a in history) for k in ("prompt_tokens", "completion_tokens")}
+        chosen = next((a for a in history if a.member == winner and a.status == "ok"), None)
+        record["usage"] = {"scope": f"usage is the sum of all {len(history)} member calls of this request "
+                                    "(every member, sample and debate round); the judge's tokens are not in it",
+                           "calls": len(history),
+                           "winner": {k: int(chosen.usage.get(k) or 0) for k in ("prompt_tokens", "completion_tokens")}
+                           if chosen is not None else None}
         return {**completion(m.name, message, usage, finish), "fusion": record}
 
 

@@ -12,6 +12,21 @@ import pytest
 from tests.export.conftest import make_adapter
 
 
+@pytest.fixture()
+def stubs():
+    """Make stub OpenAI-compatible servers (tests/pool/stubs.py); all are closed after the test."""
+    from tests.pool.stubs import Stub
+
+    made = []
+
+    def make(**kw):
+        made.append(Stub(**kw))
+        return made[-1]
+    yield make
+    for s in made:
+        s.close()
+
+
 @pytest.fixture(scope="session")
 def artifacts(models, tmp_path_factory) -> Path:
     """root/{coder-export, base-export, lora-export, judge}: what `pool build` resolves."""

@@ -16,8 +16,9 @@ class _Server(ThreadingHTTPServer):
 
 class Stub:
     def __init__(self, content: str = "ok", tool_calls: list | None = None, delay: float = 0.0,
-                 status: int = 200, raw: bytes | None = None, reply=None):
+                 status: int = 200, raw: bytes | None = None, reply=None, finish: str = "stop", pace: float = 0.0):
         self.content, self.tool_calls, self.delay, self.status, self.raw = content, tool_calls, delay, status, raw
+        self.finish, self.pace = finish, pace  # the finish reason; seconds between streamed words
         self.reply = reply  # optional function(request body) -> content
         self.requests: list[dict] = []
         stub = self
@@ -35,6 +36,27 @@ class Stub:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def _stream(self, content: str, body: dict):
+                """Server-sent events, a word per chunk, ``pace`` seconds apart; usage when asked."""
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                words = content.split(" ")
+                for i, word in enumerate(words):
+                    time.sleep(stub.pace)
+                    delta = {"content": word + (" " if i < len(words) - 1 else "")}
+                    self.wfile.write(f"data: {json.dumps({'choices': [{'index': 0, 'delta': delta}]})}\n\n".encode())
+                    self.wfile.flush()
+                end = {"choices": [{"index": 0, "delta": {}, "finish_reason": stub.finish}]}
+                self.wfile.write(f"data: {json.dumps(end)}\n\n".encode())
+                if (body.get("stream_options") or {}).get("include_usage"):
+                    usage = {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": len(words),
+                                                      "total_tokens": 5 + len(words)}}
+                    self.wfile.write(f"data: {json.dumps(usage)}\n\n".encode())
+                self.wfile.write(b"data: [DONE]\n\n")
+                self.close_connection = True
+
             def do_GET(self):
                 self._send(200, json.dumps({"object": "list", "data": [{"id": "stub", "object": "model"}]}).encode())
 
@@ -47,11 +69,14 @@ class Stub:
                 if stub.status != 200:
                     return self._send(stub.status, b'{"error": "boom"}')
                 content = stub.reply(body) if stub.reply else stub.content
+                if body.get("stream"):
+                    return self._stream(content, body)
                 message = {"role": "assistant", "content": content}
                 if stub.tool_calls:
                     message["tool_calls"] = stub.tool_calls
                 self._send(200, json.dumps({"id": "x", "object": "chat.completion", "model": body.get("model"),
-                                            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                                            "choices": [{"index": 0, "message": message,
+                                                         "finish_reason": stub.finish}],
                                             "usage": {"prompt_tokens": 5, "completion_tokens": 3,
                                                       "total_tokens": 8}}).encode())
 

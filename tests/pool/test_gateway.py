@@ -18,7 +18,7 @@ import pytest
 
 from finetune import FinetuneError
 from finetune.contracts.judging import SYSTEM
-from finetune.pool.gateway import create_app
+from finetune.pool.gateway import create_app, server_config
 from finetune.pool.local import free_port
 from finetune.pool.manifest import SCHEMA_VERSION
 from finetune.pool.runtime import Pool
@@ -56,14 +56,15 @@ def write_manifest(path: Path, members: dict, judge=None, reward_run: Path | Non
 
 
 @contextmanager
-def serving(manifest: Path, **kw):
-    """The gateway on a free port, in a thread: yields its URL and its Pool."""
+def serving(manifest: Path, header_timeout_s: float = 10.0, **kw):
+    """The gateway on a free port, in a thread, configured as `pool serve` runs it: yields its URL
+    and its Pool."""
     import uvicorn
 
     port = free_port()
     pool = Pool(manifest)
-    server = uvicorn.Server(uvicorn.Config(create_app(pool, **kw), host="127.0.0.1", port=port,
-                                           log_level="warning"))
+    server = uvicorn.Server(server_config(create_app(pool, **kw), "127.0.0.1", port, header_timeout_s,
+                                          log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 180
@@ -85,18 +86,6 @@ def gateway(manifest: Path, **kw):
 
 def _post(url, body, **kw):
     return httpx.post(f"{url}/v1/chat/completions", json={"model": "pool", **body}, timeout=60, **kw)
-
-
-@pytest.fixture()
-def stubs():
-    made = []
-
-    def make(**kw):
-        made.append(Stub(**kw))
-        return made[-1]
-    yield make
-    for s in made:
-        s.close()
 
 
 def test_best_of_generative_judge_picks_the_named_candidate(stubs, tmp_path):

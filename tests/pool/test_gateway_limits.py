@@ -1,0 +1,168 @@
+"""The gateway as a hostile client meets it: bodies counted as they arrive (chunked too), slow
+heads, slow bodies and idle sockets closed, the key's scheme in any case, no OpenAPI document,
+every response counted; and what it answers: finish reasons passed on, usage labelled, streams
+that start at once (a member used directly: token by token)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from urllib.parse import urlparse
+
+import httpx
+
+from tests.pool.stubs import Stub
+from tests.pool.test_gateway import ASK, _post, serving, write_manifest
+
+KEY = "sk-limits-test"
+
+
+def _connect(url: str) -> socket.socket:
+    u = urlparse(url)
+    return socket.create_connection((u.hostname, u.port), timeout=10)
+
+
+def _closed_after(sock: socket.socket, limit: float) -> float:
+    """Seconds until the server closes ``sock`` (reading whatever it sends), at most ``limit``."""
+    start = time.perf_counter()
+    sock.settimeout(limit)
+    try:
+        while sock.recv(65536):
+            pass
+    except TimeoutError:
+        return limit
+    return time.perf_counter() - start
+
+
+def _judged(stubs, tmp_path, **members: Stub):
+    return write_manifest(tmp_path / "m.json", members, stubs(content='{"winner": "A"}'))
+
+
+def test_a_chunked_body_is_counted_as_it_arrives(stubs, tmp_path):
+    with serving(_judged(stubs, tmp_path, a=stubs()), api_key=KEY, max_body_bytes=1 << 20) as (url, _):
+        sock = _connect(url)
+        sock.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+                     "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
+        chunk, sent, reply = b"x" * 65536, 0, b""
+        sock.settimeout(0.05)
+        while sent < 300 << 20 and not reply:  # a 300 MB body, unless the server answers first
+            try:
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                sent += len(chunk)
+                reply = sock.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError:  # the server closed the connection: read what it answered
+                sock.settimeout(5)
+                reply = sock.recv(4096)
+        sock.close()
+        metrics = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
+    assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
+    assert sent < 16 << 20, f"{sent >> 20} MiB sent before the 413"  # 1 MiB limit, plus socket buffers
+    assert 'finetune_pool_http_responses_total{route="/v1/chat/completions",status="413"} 1.0' in metrics
+
+
+def test_slow_heads_slow_bodies_and_idle_sockets_are_closed(stubs, tmp_path):
+    with serving(_judged(stubs, tmp_path, a=stubs()), header_timeout_s=1.0, body_timeout_s=1.0) as (url, _):
+        idle = _connect(url)  # connects and says nothing
+        assert _closed_after(idle, 8) < 4
+        slow = _connect(url)  # a request head one byte at a time
+        start = time.perf_counter()
+        try:
+            for byte in b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n":
+                slow.sendall(bytes([byte]))
+                time.sleep(0.1)
+        except OSError:
+            pass
+        assert time.perf_counter() - start + _closed_after(slow, 8) < 5
+        body = _connect(url)  # a whole head, then 10 of the 100 body bytes it announced
+        body.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+        body.settimeout(8)
+        assert body.recv(4096).startswith(b"HTTP/1.1 408")
+        kept = _connect(url)  # keep-alive: a second request is served, then the idle socket closes
+        for _ in range(2):
+            kept.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert kept.recv(65536).startswith(b"HTTP/1.1 200")
+        assert _closed_after(kept, 8) < 4
+        assert _post(url, {"messages": ASK}).status_code == 200  # the gateway itself is fine
+
+
+def test_key_scheme_openapi_and_every_status_counted(stubs, tmp_path):
+    with serving(_judged(stubs, tmp_path, a=stubs()), api_key=KEY) as (url, _):
+        assert _post(url, {"messages": ASK}, headers={"Authorization": f"bearer {KEY}"}).status_code == 200
+        assert _post(url, {"messages": ASK}, headers={"Authorization": f"BEARER  {KEY}"}).status_code == 200
+        assert _post(url, {"messages": ASK}, headers={"Authorization": f"Basic {KEY}"}).status_code == 401
+        assert _post(url, {"messages": ASK}, headers={"Authorization": KEY}).status_code == 401
+        auth = {"Authorization": f"Bearer {KEY}"}
+        for path in ("/openapi.json", "/docs", "/redoc"):
+            assert httpx.get(f"{url}{path}", headers=auth).status_code == 404
+        assert _post(url, {"model": "nope", "messages": ASK}, headers=auth).status_code == 404
+        assert _post(url, {"messages": "hi"}, headers=auth).status_code == 400
+        metrics = httpx.get(f"{url}/metrics", headers=auth).text
+    counted = {line.split("{")[1].split("}")[0]: float(line.split()[-1]) for line in metrics.splitlines()
+               if line.startswith("finetune_pool_http_responses_total")}
+    assert counted['route="/v1/chat/completions",status="200"'] == 2
+    assert counted['route="/v1/chat/completions",status="401"'] == 2
+    assert counted['route="/v1/chat/completions",status="404"'] == 1
+    assert counted['route="/v1/chat/completions",status="400"'] == 1
+    assert counted['route="other",status="404"'] == 3  # unknown paths are one label, not one each
+
+
+def test_finish_reason_and_usage_say_what_happened(stubs, tmp_path):
+    a, b = stubs(content="cut short", finish="length"), stubs(content="whole answer")
+    judge = stubs(content='{"winner": "A"}')
+    with serving(write_manifest(tmp_path / "m.json", {"a": a, "b": b}, judge, quorum=2)) as (url, _):
+        out = _post(url, {"messages": ASK}).json()
+        direct = _post(url, {"model": "a", "messages": ASK}).json()
+    assert out["fusion"]["winner"] == "a" and out["choices"][0]["finish_reason"] == "length"
+    assert direct["choices"][0]["finish_reason"] == "length"
+    assert out["usage"] == {"prompt_tokens": 10, "completion_tokens": 6, "total_tokens": 16}  # both members
+    usage = out["fusion"]["usage"]
+    assert usage["calls"] == 2 and usage["winner"] == {"prompt_tokens": 5, "completion_tokens": 3}
+    assert "sum of all 2 member calls" in usage["scope"]
+
+
+def _timed_events(url: str, body: dict) -> list[tuple[float, str]]:
+    start, out = time.perf_counter(), []
+    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=30) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line:
+                out.append((time.perf_counter() - start, line))
+    return out
+
+
+def test_streams_start_at_once_and_a_member_streams_token_by_token(stubs, tmp_path):
+    slow = stubs(content="one two three four five", delay=1.5, pace=0.3)
+    judge = stubs(content='{"winner": "A"}')
+    manifest = write_manifest(tmp_path / "m.json", {"slow": slow}, judge)
+    with serving(manifest, heartbeat_s=0.3) as (url, _):
+        fused = _timed_events(url, {"model": "pool", "messages": ASK, "stream": True})
+        direct = _timed_events(url, {"model": "slow", "messages": ASK, "stream": True,
+                                     "stream_options": {"include_usage": True}})
+    role_at, role = fused[0]
+    assert role_at < 1.0 and json.loads(role[6:])["choices"][0]["delta"]["role"] == "assistant"
+    assert any(line.startswith(":") for _, line in fused)  # keep-alive comments while the members work
+    data = [json.loads(line[6:]) for _, line in fused if line.startswith("data: {")]
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in data) == "one two three four five"
+    assert len({c["id"] for c in data}) == 1 and data[-1]["fusion"]["winner"] == "slow"
+    words = [(t, json.loads(line[6:])) for t, line in direct if line.startswith("data: {")]
+    pieces = [(t, c["choices"][0]["delta"]["content"]) for t, c in words if c["choices"]
+              and c["choices"][0]["delta"].get("content")]
+    assert [p for _, p in pieces] == ["one ", "two ", "three ", "four ", "five"]
+    assert pieces[-1][0] - pieces[0][0] > 0.8  # sent as generated, 0.3 s apart, not all at the end
+    assert direct[0][0] < 1.0 and words[-2][1]["choices"][0]["finish_reason"] == "stop"
+    assert words[-1][1]["choices"] == [] and words[-1][1]["usage"]["completion_tokens"] == 5
+    assert direct[-1][1] == "data: [DONE]"
+
+
+def test_a_failure_after_the_stream_started_is_an_error_event(stubs, tmp_path):
+    broken = stubs(status=500)
+    with serving(_judged(stubs, tmp_path, a=broken)) as (url, _):
+        fused = _timed_events(url, {"model": "pool", "messages": ASK, "stream": True})
+        direct = _timed_events(url, {"model": "a", "messages": ASK, "stream": True})
+    for events in (fused, direct):
+        error = json.loads(events[-2][1][6:])["error"]
+        assert error["type"] in ("quorum_not_met", "upstream_error") and "500" in error["message"]
+        assert events[-1][1] == "data: [DONE]"
