@@ -10,7 +10,10 @@ each file's real path (symlinks followed) must lie inside the folder's real path
 Hashing a large GGUF on every ``pool serve`` is slow, so :class:`Hashes` keeps each file's sha256
 in ``FOLDER/.sha256-cache.json``, used only while the file's size, mtime, ctime and inode are
 all unchanged: rewriting a file sets its ctime, which ``touch`` cannot set back, so a rewritten
-file is always hashed again. A read-only folder is hashed without the cache.
+file is always hashed again (a file changed in the last two seconds is not cached at all, since
+file times tick coarsely). A read-only folder is hashed without the cache. Whoever can write the
+pool folder can also rewrite its manifest: the cache guards against changed files, not against
+the folder's owner.
 
 Example::
 
@@ -26,6 +29,7 @@ import json
 import os
 import re
 import shutil
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -33,6 +37,7 @@ from finetune.contracts.artifacts import file_problem, sha256_file
 
 ARTIFACTS = "artifacts"  # inside the pool folder
 CACHE = ".sha256-cache.json"
+RECENT_NS = 2_000_000_000  # a file changed more recently than this is hashed, not cached
 
 
 class Placement:
@@ -107,8 +112,11 @@ class Hashes:
         if self.trust and isinstance(entry, dict) and entry.get("stamp") == stamp:
             return str(entry.get("sha256"))
         digest = sha256_file(Path(real))
-        self.entries[key] = {"stamp": stamp, "sha256": digest}
-        self.changed = True
+        # File times tick coarsely (a few ms): a file changed just now could change again with the same
+        # stamp, so it is recorded only once its ctime is RECENT_NS old (as git treats "racy" files).
+        if time.time_ns() - st.st_ctime_ns > RECENT_NS:
+            self.entries[key] = {"stamp": stamp, "sha256": digest}
+            self.changed = True
         return digest
 
     def save(self) -> None:

@@ -212,9 +212,14 @@ class Pool:
 
     def __init__(self, manifest_path: Path, manifest: Manifest | None = None):
         """``manifest`` replaces the file's content (a variant of it: another mode, fewer members);
-        paths stay relative to ``manifest_path``'s folder."""
+        paths stay relative to ``manifest_path``'s folder. The files the pool loads are checked
+        here, before anything starts (sizes and hashes, cached in the pool folder): a pool never
+        serves a file that differs from its manifest or lies outside its folder."""
+        from finetune.pool.manifest import check_loaded
+
         self.manifest_path = Path(manifest_path)
         self.manifest: Manifest = manifest or load_manifest(self.manifest_path)
+        check_loaded(self.manifest_path, self.manifest)
         self.clients: dict[str, httpx.AsyncClient] = {}
         self.endpoints: dict[str, Endpoint] = {m.name: m.endpoint for m in self.manifest.members if m.endpoint}
         self.judge_endpoint = self.manifest.judge.endpoint
