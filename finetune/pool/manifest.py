@@ -39,7 +39,7 @@ from finetune import FinetuneError
 from finetune.contracts.artifacts import FOLDER_FORMATS, FORMATS
 from finetune.contracts.chat import ToolCallFormat
 from finetune.contracts.schema import Strict, format_errors
-from finetune.pool.place import Hashes, file_problems
+from finetune.pool.place import Hashes, file_problems, pool_folder
 
 SCHEMA_VERSION = 1
 SCHEMA_FILE = Path(__file__).with_name("fusion-manifest.schema.json")  # package data
@@ -286,7 +286,7 @@ def load_manifest(path: Path) -> Manifest:
 
 def artifact_root(manifest_path: Path, artifact: Artifact) -> Path:
     """The local folder an artifact's paths are relative to."""
-    return Path(os.path.normpath(Path(manifest_path).resolve().parent / artifact.root))
+    return Path(os.path.normpath(pool_folder(manifest_path) / artifact.root))
 
 
 def artifacts_of(manifest: Manifest):
@@ -319,7 +319,7 @@ def verify_manifest(path: Path) -> tuple[Manifest, list[str], int]:
     the problems (one line each, naming owner, format and file) and the number of files checked."""
     path = Path(path)
     manifest = load_manifest(path)
-    hashes = Hashes(Path(path).resolve().parent, trust=False)
+    hashes = Hashes(pool_folder(path), trust=False)
     problems, checked = file_problems(path, artifacts_of(manifest), hashes)
     hashes.save()
     return manifest, schema_problems(json.loads(path.read_text())) + problems, checked
@@ -333,8 +333,8 @@ def loaded_artifacts(manifest: Manifest):
         if m.endpoint is None:
             yield from ((f"members[{m.name}]", a) for a in m.artifacts)
             yield from ((f"members[{m.name}] adapter", a) for a in m.adapters)
-            if m.base:
-                yield from ((f"bases[{m.base}]", a) for a in bases[m.base].artifacts)
+            if m.base in bases:  # a shared base once
+                yield from ((f"bases[{m.base}]", a) for a in bases.pop(m.base).artifacts)
     if manifest.judge.kind == "reward_model" or manifest.judge.endpoint is None:
         yield from (("judge", a) for a in manifest.judge.artifacts)
 
@@ -343,13 +343,8 @@ def check_loaded(path: Path, manifest: Manifest) -> None:
     """Refuse to run a pool whose local files are not what its manifest says: each one inside the
     pool folder, present, with its size and sha256 (hashes cached in the pool folder; see
     :mod:`finetune.pool.place`)."""
-    seen, owned = set(), []
-    for owner, a in loaded_artifacts(manifest):  # a shared base once
-        if id(a) not in seen:
-            seen.add(id(a))
-            owned.append((owner, a))
-    hashes = Hashes(Path(path).resolve().parent)
-    problems, _ = file_problems(path, owned, hashes)
+    hashes = Hashes(pool_folder(path))
+    problems, _ = file_problems(path, loaded_artifacts(manifest), hashes)
     hashes.save()
     if problems:
         raise FinetuneError(f"{path}: {len(problems)} problem(s) with the files this pool loads; nothing was "

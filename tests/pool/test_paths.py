@@ -136,6 +136,10 @@ def test_serve_refuses_a_flipped_byte_before_starting_anything(tmp_path, capsys)
     gguf.unlink()
     with pytest.raises(FinetuneError, match=re.escape(f"{gguf}: missing")):
         Pool(path)
+    raw = json.loads(path.read_text())  # served elsewhere: the pool loads nothing of it, so checks nothing
+    raw["members"][0]["endpoint"] = {"url": "http://127.0.0.1:9/v1", "model": "coder"}
+    path.write_text(json.dumps(raw))
+    assert Pool(path).endpoints["coder"].url == "http://127.0.0.1:9/v1"
 
 
 def test_the_hash_cache_is_used_only_for_unchanged_files(tmp_path, monkeypatch):
@@ -174,6 +178,14 @@ def test_the_hash_cache_is_used_only_for_unchanged_files(tmp_path, monkeypatch):
     (path.parent / CACHE).write_text("{not json")  # a broken cache is hashed over, not trusted
     Pool(path)
     assert hashed == ["coder.gguf"] * 7
+    (path.parent / CACHE).unlink()
+
+    def read_only(self, *args, **kwargs):
+        raise PermissionError(13, "Read-only file system", str(self))
+    monkeypatch.setattr(Path, "write_text", read_only)  # a folder that cannot be written: hashed, no cache
+    Pool(path)
+    Pool(path)
+    assert hashed == ["coder.gguf"] * 9 and not (path.parent / CACHE).exists()
 
 
 def test_placement_links_shares_a_folder_and_copies_across_filesystems(tmp_path, monkeypatch):
