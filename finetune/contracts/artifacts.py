@@ -25,6 +25,7 @@ FORMATS = ("safetensors", "adapter", "gguf-f16", "gguf-bf16", "gguf-q8_0", "gguf
            "gguf-q6_k", "gguf-lora", "bnb-nf4")
 LOSSLESS = ("safetensors", "adapter", "gguf-f16", "gguf-bf16", "gguf-lora")
 HF_FORMATS = ("safetensors", "bnb-nf4")  # formats transformers loads (the rest are llama.cpp's)
+FOLDER_FORMATS = ("safetensors", "adapter", "bnb-nf4")  # an artifact's path is a folder; the GGUFs' is a file
 
 
 def sha256_file(path: Path) -> str:
@@ -35,14 +36,15 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def file_problem(path: Path, size: int, sha256: str, listing: str) -> str | None:
+def file_problem(path: Path, size: int, sha256: str, listing: str, hasher=sha256_file) -> str | None:
     """What is wrong with ``path`` against the size and hash ``listing`` gives for it (None: nothing).
-    The hash is only computed when the file is there with the right size."""
+    The hash is only computed when the file is there with the right size, by ``hasher`` (a cache's
+    lookup, say; None: presence and size only)."""
     if not path.is_file():
         return "missing"
     if path.stat().st_size != size:
         return f"{path.stat().st_size} bytes, {listing} says {size}"
-    if sha256_file(path) != sha256:
+    if hasher is not None and hasher(path) != sha256:
         return f"sha256 differs from {listing} (the file changed or is corrupt)"
     return None
 

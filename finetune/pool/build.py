@@ -20,6 +20,9 @@ POOL.yaml (paths relative to the working directory, like recipes)::
 
 Each export folder's ``artifacts.json`` gives formats, files, sizes and hashes (sizes are checked
 here; ``pool verify`` re-hashes). A judge run's ``model/`` is hashed here, since no export lists it.
+The pool folder (the manifest's) is made self-contained: every listed file is brought into
+``artifacts/<export folder name>/`` beside the manifest, hard-linked (copied across filesystems),
+so the folder can move and the exports can go (:mod:`finetune.pool.place`).
 Chat template, context length and tool-call format are read from the artifacts (template file,
 ``config.json``, GGUF metadata); the format is recognised by matching the template against the
 toolkit's named templates. Members must all write tool calls the same way (one parser, one
@@ -34,7 +37,6 @@ Example::
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from pathlib import Path
@@ -56,14 +58,12 @@ from finetune.pool.manifest import (
     Judge,
     Manifest,
     Member,
+    artifacts_of,
 )
+from finetune.pool.place import Placement
 
 
-def _rel(path: Path, manifest_dir: Path) -> str:
-    return os.path.relpath(path.resolve(), manifest_dir.resolve())
-
-
-def _export_artifacts(folder: Path, manifest_dir: Path, where: str) -> list[Artifact]:
+def _export_artifacts(folder: Path, placement: Placement, where: str) -> list[Artifact]:
     listing = folder / "artifacts.json"
     if not listing.is_file():
         raise FinetuneError(f"{where}: {folder} has no artifacts.json; point it at a folder written by "
@@ -76,15 +76,20 @@ def _export_artifacts(folder: Path, manifest_dir: Path, where: str) -> list[Arti
                 raise FinetuneError(f"{where}: {folder / f['path']} is {'missing' if size is None else f'{size} bytes'}"
                                     f", artifacts.json says {f['bytes']}; re-export or run "
                                     f"`finetune verify-artifacts {folder}`")
-        out.append(Artifact(format=a["format"], root=_rel(folder, manifest_dir), path=a["path"],
-                            files=[FileRef(**f) for f in a["files"]]))
+        try:
+            out.append(Artifact(format=a["format"], root=placement.root(folder), path=a["path"],
+                                files=[FileRef(**f) for f in a["files"]]))
+        except ValidationError as err:
+            raise FinetuneError(f"{where}: {listing}: " + "; ".join(format_errors(err, Artifact))
+                                + "; re-export the model with `finetune export`") from None
     return out
 
 
-def _folder_artifact(fmt: str, root: Path, sub: str, manifest_dir: Path) -> Artifact:
+def folder_artifact(fmt: str, root: Path, sub: str, placement: Placement) -> Artifact:
+    """Every file under ``root/sub`` (a run's model folder, which no export lists), hashed."""
     files = sorted(p for p in (root / sub).rglob("*") if p.is_file())
-    return Artifact(format=fmt, root=_rel(root, manifest_dir), path=sub, files=[
-        FileRef(path=str(p.relative_to(root)), bytes=p.stat().st_size, sha256=sha256_file(p)) for p in files])
+    return Artifact(format=fmt, root=placement.root(root), path=sub, files=[
+        FileRef(path=p.relative_to(root).as_posix(), bytes=p.stat().st_size, sha256=sha256_file(p)) for p in files])
 
 
 def _gguf_fields(path: Path) -> dict:
@@ -118,16 +123,16 @@ def describe(artifacts: list[Artifact], folder: Path) -> tuple[str | None, int |
     return None, None
 
 
-def _member(spec: MemberSpec, manifest_dir: Path, bases: dict[str, Base]) -> Member:
+def _member(spec: MemberSpec, placement: Placement, bases: dict[str, Base]) -> Member:
     where = f"members[{spec.name}]"
     artifacts, adapters, base_name = [], [], None
     if spec.export:
-        artifacts = _export_artifacts(Path(spec.export), manifest_dir, where)
+        artifacts = _export_artifacts(Path(spec.export), placement, where)
         template, length = describe(artifacts, Path(spec.export))
     elif spec.base:
         key = str(Path(spec.base).resolve())
         if key not in bases:
-            base_artifacts = [a for a in _export_artifacts(Path(spec.base), manifest_dir, where)
+            base_artifacts = [a for a in _export_artifacts(Path(spec.base), placement, where)
                               if a.format not in ("adapter", "gguf-lora")]
             if not base_artifacts:
                 raise FinetuneError(f"{where}: {spec.base} holds no full model to put the adapter on")
@@ -141,7 +146,7 @@ def _member(spec: MemberSpec, manifest_dir: Path, bases: dict[str, Base]) -> Mem
             bases[key] = Base(name=name, artifacts=base_artifacts, chat_template=t, context_length=n)
         base = bases[key]
         base_name = base.name
-        adapters = [a for a in _export_artifacts(Path(spec.adapter), manifest_dir, where)
+        adapters = [a for a in _export_artifacts(Path(spec.adapter), placement, where)
                     if a.format in ("adapter", "gguf-lora")]
         if not adapters:
             raise FinetuneError(f"{where}: {spec.adapter} holds no adapter; export the run with "
@@ -165,17 +170,16 @@ def _member(spec: MemberSpec, manifest_dir: Path, bases: dict[str, Base]) -> Mem
                   cost=spec.cost, samples=spec.samples, source={"export": spec.export, "base": spec.base, "adapter": spec.adapter})
 
 
-def _judge(spec: JudgeSpec, manifest_dir: Path) -> Judge:
-
+def _judge(spec: JudgeSpec, placement: Placement) -> Judge:
     run = Path(spec.run)
     info_path = run / "judge.json"
     if not info_path.is_file() or not (run / "model").is_dir():
         raise FinetuneError(f"judge.run: {run} is not a judge run folder (judge.json and model/); train one with "
                             "`finetune judge train RECIPE`")
     info = json.loads(info_path.read_text())
-    artifacts = [_folder_artifact("safetensors", run, "model", manifest_dir)]
+    artifacts = [folder_artifact("safetensors", run, "model", placement)]
     if spec.export:
-        artifacts += _export_artifacts(Path(spec.export), manifest_dir, "judge.export")
+        artifacts += _export_artifacts(Path(spec.export), placement, "judge.export")
     if info["kind"] == "reward_model":
         layout = ("chat_template: the model's chat template over prompt + answer, cut from the left"
                   if describe(artifacts[:1], run)[0] else
@@ -188,11 +192,13 @@ def _judge(spec: JudgeSpec, manifest_dir: Path) -> Judge:
 
 
 def build_pool(spec: PoolSpec, out: Path) -> Manifest:
-    """Resolve ``spec`` into a manifest and write it to ``out`` (atomically); returns it."""
+    """Resolve ``spec`` into a manifest, bring its artifacts' files into ``out``'s folder and write
+    the manifest to ``out`` (atomically, last); returns it."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     bases: dict[str, Base] = {}
-    members = [_member(m, out.parent, bases) for m in spec.members]
+    placement = Placement()
+    members = [_member(m, placement, bases) for m in spec.members]
     formats = {m.name: m.tool_call_format for m in members}
     if spec.tools:
         if set(formats.values()) == {"none"} or len(set(formats.values())) != 1:
@@ -208,10 +214,11 @@ def build_pool(spec: PoolSpec, out: Path) -> Manifest:
         manifest = Manifest(schema_version=SCHEMA_VERSION, name=spec.name,
                             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                             toolkit_version=finetune.__version__, tool_call_format=pool_format,
-                            bases=list(bases.values()), members=members, judge=_judge(spec.judge, out.parent),
+                            bases=list(bases.values()), members=members, judge=_judge(spec.judge, placement),
                             fusion=spec.fusion)
     except ValidationError as err:
         raise FinetuneError(f"pool {spec.name}: " + "; ".join(format_errors(err, Manifest))) from None
+    placement.bring_in((a for _, a in artifacts_of(manifest)), out.parent)
     tmp = out.with_name(out.name + ".incomplete")
     tmp.write_text(manifest.model_dump_json(indent=2) + "\n")
     tmp.replace(out)

@@ -9,8 +9,14 @@ against the shipped file as well as against the models. Reading is strict: unkno
 keys, wrong types and broken cross-field rules are errors, and a manifest written by a newer
 schema version is refused before anything else is read.
 
-Paths: an artifact's ``root`` is relative to the manifest's folder (or absolute), its ``path`` and
-its ``files`` are relative to ``root``, exactly as in the ``artifacts.json`` of an export folder.
+Paths: a pool folder (the one holding the manifest) is self-contained. An artifact's ``root`` is
+relative to it and inside it (``pool build`` brings every local artifact's files into
+``artifacts/<export folder name>/``, see :mod:`finetune.pool.place`), its ``path`` and its
+``files`` are relative to ``root`` as in an export folder's ``artifacts.json``, and ``path`` is one
+of the checked files (a GGUF) or the folder of some of them (safetensors, adapter, bnb-nf4). Reading
+refuses absolute paths and ``..`` (an older pool's outside roots too: rebuild it); the files
+themselves are checked when read (``pool verify``, ``pool serve``, ``pool render``), symlinks
+followed, since a link inside the folder can point anywhere.
 
 Example::
 
@@ -22,16 +28,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from finetune import FinetuneError
-from finetune.contracts.artifacts import FORMATS, file_problem
+from finetune.contracts.artifacts import FOLDER_FORMATS, FORMATS
 from finetune.contracts.chat import ToolCallFormat
 from finetune.contracts.schema import Strict, format_errors
+from finetune.pool.place import Hashes, file_problems, pool_folder
 
 SCHEMA_VERSION = 1
 SCHEMA_FILE = Path(__file__).with_name("fusion-manifest.schema.json")  # package data
@@ -39,26 +47,69 @@ PUBLISHED_SCHEMA = Path("export") / "fusion-manifest.schema.json"  # in a source
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # also a served model name, a file name and a URL segment
 
 
+# A path that could leave its folder: absolute, a drive, a backslash (a separator on Windows), a `..` segment.
+ESCAPES = r"^/|^[A-Za-z]:|\\|(^|/)\.\.(/|$)"
+INSIDE = {"not": {"type": "string", "pattern": ESCAPES}}  # the same rule in the JSON Schema
+REBUILD = "rebuild the pool with `finetune pool build`, which keeps artifacts inside the pool folder"
+
+
+def _inside(value: str | None, what: str, itself: bool = False) -> str | None:
+    """``value`` when it is a relative path that stays inside ``what`` (``.``, ``what`` itself, only
+    when ``itself``); the lexical half of the check, the files' real paths are checked when read."""
+    if value is None:
+        return None
+    if not (PurePosixPath(value).parts or (itself and value)) or re.search(ESCAPES, value) or "\x00" in value:
+        raise ValueError(f"{value!r} is not a relative path inside {what} (no leading /, drive, \\ or `..`); {REBUILD}")
+    return value
+
+
 class FileRef(Strict):
-    path: str = Field(description="Relative to the artifact's root.")
+    path: str = Field(min_length=1, description="Relative to the artifact's root, inside it (no `..`).",
+                      json_schema_extra=INSIDE)
     bytes: int = Field(ge=0, description="Size in bytes.")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Lower-case hex SHA-256 of the content.")
+
+    @field_validator("path")
+    @classmethod
+    def _relative(cls, value: str) -> str:
+        return _inside(value, "the artifact's root")
 
 
 class Artifact(Strict):
     format: Literal[FORMATS] = Field(description="What `finetune export --format` wrote.")
-    root: str | None = Field(default=None, description="Folder the paths are relative to: relative to the "
-                                                       "manifest's folder, or absolute.")
+    root: str | None = Field(default=None, json_schema_extra=INSIDE, description=(
+        "Folder the paths are relative to: relative to the pool folder (the manifest's) and inside it, no "
+        "absolute path or `..`; `pool build` puts local artifacts in artifacts/<export folder name>."))
     uri: str | None = Field(default=None, description="Where a remote copy lives (hf://, s3://, https://); "
                                                       "not checked by `pool verify`.")
-    path: str = Field(description="The model itself inside root: a folder (safetensors, adapter, bnb-nf4) or a "
-                                  "file (GGUF).")
-    files: list[FileRef] = Field(min_length=1, description="Every file of the artifact, with size and hash.")
+    path: str = Field(min_length=1, json_schema_extra=INSIDE, description=(
+        "The model itself, relative to root: a folder holding some of `files` (safetensors, adapter, bnb-nf4) or "
+        "one of `files` (GGUF)."))
+    files: list[FileRef] = Field(min_length=1, description="Every file of the artifact, with size and hash; "
+                                                           "only these are brought into a pool folder.")
+
+    @field_validator("root")
+    @classmethod
+    def _root_inside(cls, value: str | None) -> str | None:
+        return _inside(value, "the pool folder", itself=True)
+
+    @field_validator("path")
+    @classmethod
+    def _path_inside(cls, value: str) -> str:
+        return _inside(value, "the artifact's root")
 
     @model_validator(mode="after")
     def _where(self):
         if (self.root is None) == (self.uri is None):
             raise ValueError("give exactly one of root (local files) and uri (remote copy)")
+        path, files = PurePosixPath(self.path), [PurePosixPath(f.path) for f in self.files]
+        if self.format in FOLDER_FORMATS:
+            if not any(path in f.parents for f in files):
+                raise ValueError(f"{self.format} path {self.path!r} is a folder, but none of the artifact's files "
+                                 f"lies in it; {REBUILD}")
+        elif path not in files:
+            raise ValueError(f"{self.format} path {self.path!r} is not one of the artifact's files, so nothing checks "
+                             f"it; {REBUILD}")
         return self
 
 
@@ -235,7 +286,7 @@ def load_manifest(path: Path) -> Manifest:
 
 def artifact_root(manifest_path: Path, artifact: Artifact) -> Path:
     """The local folder an artifact's paths are relative to."""
-    return Path(os.path.normpath(Path(manifest_path).resolve().parent / artifact.root))
+    return Path(os.path.normpath(pool_folder(manifest_path) / artifact.root))
 
 
 def artifacts_of(manifest: Manifest):
@@ -263,21 +314,43 @@ def schema_problems(raw: dict) -> list[str]:
 
 def verify_manifest(path: Path) -> tuple[Manifest, list[str], int]:
     """Check the manifest against the models (raises on a bad manifest) and the shipped JSON Schema,
-    then every local file's presence, size and sha256. Returns the manifest, the problems (one
-    line each, naming owner, format and file) and the number of files checked."""
+    then every local file: inside the pool folder (symlinks followed), present, its size and its
+    sha256, every file hashed (the hash cache is refreshed, never trusted). Returns the manifest,
+    the problems (one line each, naming owner, format and file) and the number of files checked."""
     path = Path(path)
     manifest = load_manifest(path)
-    problems, checked = schema_problems(json.loads(path.read_text())), 0
-    for owner, a in artifacts_of(manifest):
-        if a.uri:
-            continue
-        root = artifact_root(path, a)
-        for f in a.files:
-            checked += 1
-            problem = file_problem(root / f.path, f.bytes, f.sha256, "the manifest")
-            if problem:
-                problems.append(f"{owner} {a.format}: {root / f.path}: {problem}")
-    return manifest, problems, checked
+    hashes = Hashes(pool_folder(path), trust=False)
+    problems, checked = file_problems(path, artifacts_of(manifest), hashes)
+    hashes.save()
+    return manifest, schema_problems(json.loads(path.read_text())) + problems, checked
+
+
+def loaded_artifacts(manifest: Manifest):
+    """(owner, artifact) for what a running pool loads itself: every artifact of a member without an
+    endpoint and of its base, and the judge's unless it is a generative judge with an endpoint."""
+    bases = {b.name: b for b in manifest.bases}
+    for m in manifest.members:
+        if m.endpoint is None:
+            yield from ((f"members[{m.name}]", a) for a in m.artifacts)
+            yield from ((f"members[{m.name}] adapter", a) for a in m.adapters)
+            if m.base in bases:  # a shared base once
+                yield from ((f"bases[{m.base}]", a) for a in bases.pop(m.base).artifacts)
+    if manifest.judge.kind == "reward_model" or manifest.judge.endpoint is None:
+        yield from (("judge", a) for a in manifest.judge.artifacts)
+
+
+def check_loaded(path: Path, manifest: Manifest) -> None:
+    """Refuse to run a pool whose local files are not what its manifest says: each one inside the
+    pool folder, present, with its size and sha256 (hashes cached in the pool folder; see
+    :mod:`finetune.pool.place`)."""
+    hashes = Hashes(pool_folder(path))
+    problems, _ = file_problems(path, loaded_artifacts(manifest), hashes)
+    hashes.save()
+    if problems:
+        raise FinetuneError(f"{path}: {len(problems)} problem(s) with the files this pool loads; nothing was "
+                            "started:\n  " + "\n  ".join(problems)
+                            + f"\nRun `finetune pool verify {path}` for the full check; restore the files or "
+                              "rebuild the pool with `finetune pool build`")
 
 
 if __name__ == "__main__":  # python -m finetune.pool.manifest --write-schema

@@ -2,14 +2,18 @@
 
 DIR gets:
 
+* ``artifacts/<name>/``: every local artifact's listed files, hard-linked from the pool folder (or
+  copied, across filesystems), so DIR is self-contained and can move as one
+  (:mod:`finetune.pool.place`); each file must lie inside the pool folder and have its listed
+  size (``pool verify`` is the check that hashes them);
 * ``servers/<name>.sh``: one foreground command per server (``cd`` to DIR first, so the artifact
-  paths in it are relative and DIR can move together with the artifacts);
+  paths in it are relative to DIR);
 * ``start.sh`` / ``stop.sh``: start every server in the background (logs in ``logs/``, pids in
   ``run/``), wait until each answers ``/v1/models``; stop them;
 * backend files: ``templates/*.jinja`` (vLLM, SGLang), ``ollama/<member>/Modelfile``,
   ``litellm.yaml``;
-* ``manifest.json``: the pool's manifest with every member's ``endpoint`` set to the server that
-  serves it here, so ``finetune pool serve DIR/manifest.json`` runs the pool on these servers (and
+* ``manifest.json``: the pool's manifest with its roots in DIR's ``artifacts/`` and every member's
+  ``endpoint`` set to the server that serves it here, so ``finetune pool serve DIR/manifest.json`` runs the pool on these servers (and
   ``--backend litellm`` can front them);
 * ``README.md``: how to start it, the port of each server and what the gateway expects.
 
@@ -20,13 +24,14 @@ Example::
 
 from __future__ import annotations
 
-import os
 import shlex
+import shutil
 from pathlib import Path
 
 from finetune import FinetuneError
 from finetune.pool import backends as b
-from finetune.pool.manifest import Endpoint, Manifest, load_manifest
+from finetune.pool.manifest import Endpoint, Manifest, artifact_root, artifacts_of, load_manifest
+from finetune.pool.place import Placement, file_problems
 
 _START = """#!/usr/bin/env bash
 # Starts every server of this pool in the background and waits until each answers /v1/models.
@@ -79,13 +84,18 @@ def _plan(m: Manifest, backend: str, paths: b.Paths, port: int) -> b.Plan:
     return b.plan_litellm(m)
 
 
-def _served(m: Manifest, plan: b.Plan, manifest_path: Path, out: Path) -> Manifest:
-    """The manifest with endpoints for what this render serves and artifact roots seen from out."""
-    data = m.model_copy(deep=True)
-    for owner in [*data.bases, *data.members, data.judge]:
-        for a in [*owner.artifacts, *getattr(owner, "adapters", [])]:
-            if a.root is not None:
-                a.root = os.path.relpath(b.artifact_root(manifest_path, a).resolve(), out.resolve())
+def _placed(m: Manifest, manifest_path: Path) -> tuple[Manifest, Placement]:
+    """The manifest with every local artifact's root in the render folder's ``artifacts/``, and
+    where each comes from."""
+    placement, data = Placement(), m.model_copy(deep=True)
+    for _, a in artifacts_of(data):
+        if a.root is not None:
+            a.root = placement.root(artifact_root(manifest_path, a))
+    return data, placement
+
+
+def _served(data: Manifest, plan: b.Plan) -> Manifest:
+    """The (placed) manifest with endpoints for what this render serves."""
     for x in data.members:
         if x.name in plan.endpoints:
             url, model = plan.endpoints[x.name]
@@ -144,7 +154,28 @@ def render(manifest_path: Path, backend: str, out: Path, port: int = 8101) -> li
     if out.exists() and any(out.iterdir()):
         raise FinetuneError(f"{out} is not empty; render into a new folder")
     m = load_manifest(manifest_path)
-    plan = _plan(m, backend, b.Paths(manifest_path, out), port)
+    problems, _ = file_problems(manifest_path, artifacts_of(m), None)
+    if problems:
+        raise FinetuneError(f"{manifest_path}: {len(problems)} problem(s) with the pool's files:\n  "
+                            + "\n  ".join(problems) + f"\nRun `finetune pool verify {manifest_path}` for the full check")
+    placed, placement = _placed(m, manifest_path)
+    made = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        placement.bring_in((a for _, a in artifacts_of(placed)), out)
+        return _write(placed, backend, out, port)
+    except BaseException:  # leave no half-rendered folder
+        for child in [out] if made else list(out.iterdir()):
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+        raise
+
+
+def _write(m: Manifest, backend: str, out: Path, port: int) -> list[Path]:
+    """The scripts, backend files, manifest and README for ``m``, whose artifacts are in ``out``."""
+    plan = _plan(m, backend, b.Paths(out / "manifest.json", out), port)
     files = dict(plan.files)
     for s in plan.servers:
         files[f"servers/{s.name}.sh"] = ("#!/usr/bin/env bash\n# " + ", ".join(s.serves) + f" on port {s.port}\n"
@@ -157,8 +188,9 @@ def render(manifest_path: Path, backend: str, out: Path, port: int = 8101) -> li
         files["start.sh"] = _START.format(setup=setup, servers=" ".join(s.name for s in plan.servers) or "",
                                           ports=" ".join(str(s.port) for s in plan.servers))
         files["stop.sh"] = _STOP
-    files["manifest.json"] = _served(m, plan, manifest_path, out).model_dump_json(indent=2) + "\n"
-    files["README.md"] = _readme(m, backend, plan)
+    readme = _readme(m, backend, plan)  # before the endpoints are filled in: it names members served elsewhere
+    files["manifest.json"] = _served(m, plan).model_dump_json(indent=2) + "\n"
+    files["README.md"] = readme
     written = []
     for rel, text in sorted(files.items()):
         path = out / rel

@@ -58,7 +58,7 @@ from finetune.contracts.toolcalls import check_call
 from finetune.judge.execute import request_checks, run_checks
 from finetune.judge.sandbox import Limits, Sandbox
 from finetune.pool.local import LocalServers
-from finetune.pool.manifest import Endpoint, Manifest, artifact_root, load_manifest
+from finetune.pool.manifest import Endpoint, Manifest, artifact_root, check_loaded, load_manifest
 from finetune.pool.request import Job
 
 log = logging.getLogger("finetune.pool.runtime")
@@ -215,9 +215,12 @@ class Pool:
 
     def __init__(self, manifest_path: Path, manifest: Manifest | None = None):
         """``manifest`` replaces the file's content (a variant of it: another mode, fewer members);
-        paths stay relative to ``manifest_path``'s folder."""
+        paths stay relative to ``manifest_path``'s folder. The files the pool loads are checked
+        here, before anything starts (sizes and hashes, cached in the pool folder): a pool never
+        serves a file that differs from its manifest or lies outside its folder."""
         self.manifest_path = Path(manifest_path)
         self.manifest: Manifest = manifest or load_manifest(self.manifest_path)
+        check_loaded(self.manifest_path, self.manifest)
         self.clients: dict[str, httpx.AsyncClient] = {}
         self.endpoints: dict[str, Endpoint] = {m.name: m.endpoint for m in self.manifest.members if m.endpoint}
         self.judge_endpoint = self.manifest.judge.endpoint

@@ -80,23 +80,47 @@ def test_build_resolves_exports_shared_base_judge_and_endpoint(pool, capsys):
 
 
 def test_verify_names_each_damaged_file(pool, capsys):
-    root, path, m = pool
-    gguf = root / "coder-export" / next(a.path for a in m.members[0].artifacts if a.format == "gguf-q8_0")
+    _, path, m = pool
+    here = path.parent / "artifacts"  # the pool's own files (hard links of the exports')
+    gguf = here / "coder-export" / next(a.path for a in m.members[0].artifacts if a.format == "gguf-q8_0")
     data = bytearray(gguf.read_bytes())
     data[len(data) // 2] ^= 0x01  # one flipped bit, same size
     gguf.write_bytes(bytes(data))
-    (root / "judge" / "model" / "config.json").unlink()
-    with open(root / "base-export" / "artifacts.json", "a") as f:  # not listed in the manifest: ignored
-        f.write("\n")
-    tokenizer = root / "lora-export" / "adapter" / "tokenizer_config.json"
+    (here / "judge" / "model" / "config.json").unlink()
+    (here / "base-export" / "notes.txt").write_text("not listed in the manifest: ignored\n")
+    tokenizer = here / "lora-export" / "adapter" / "tokenizer_config.json"
     tokenizer.write_text(tokenizer.read_text() + " ")
     assert main(["pool", "verify", str(path)]) == 2
     err = capsys.readouterr().err
     assert "3 problem(s)" in err
     assert f"members[coder] gguf-q8_0: {gguf}: sha256 differs from the manifest" in err
-    assert f"judge safetensors: {root / 'judge' / 'model' / 'config.json'}: missing" in err
+    assert f"judge safetensors: {here / 'judge' / 'model' / 'config.json'}: missing" in err
     assert f"members[coder-lora] adapter adapter: {tokenizer}: {tokenizer.stat().st_size} bytes, the manifest says " \
            f"{tokenizer.stat().st_size - 1}" in err
+
+
+def test_build_and_render_folders_are_self_contained(pool, tmp_path, capsys):
+    """`pool build` links the listed files into the pool folder and `pool render` into its own: each
+    verifies after the exports are gone and the folder has moved; a rebuild in place works."""
+    root, path, m = pool
+    assert {a.root for _, a in artifacts_of(m) if a.root} == {
+        "artifacts/coder-export", "artifacts/base-export", "artifacts/lora-export", "artifacts/judge"}
+    gguf = next(a for a in m.members[0].artifacts if a.format == "gguf-q8_0").path
+    assert (path.parent / "artifacts" / "coder-export" / gguf).stat().st_ino == (root / "coder-export" / gguf).stat().st_ino
+    listed = {f"{a.root}/{f.path}" for _, a in artifacts_of(m) if a.root for f in a.files}
+    placed = {p.relative_to(path.parent).as_posix() for p in (path.parent / "artifacts").rglob("*") if p.is_file()}
+    assert placed == listed  # only the listed files: no artifacts.json, no judge.json
+    build_pool(_spec(root), path)  # again, into the same folder
+    render(path, "llamacpp", tmp_path / "pool" / "llamacpp")
+    shutil.rmtree(root)
+    shutil.move(tmp_path / "pool", tmp_path / "moved")
+    served = tmp_path / "moved" / "llamacpp"
+    shutil.move(served, tmp_path / "served")
+    for manifest in (tmp_path / "moved" / "manifest.json", tmp_path / "served" / "manifest.json"):
+        assert main(["pool", "verify", str(manifest)]) == 0, capsys.readouterr().err
+    assert f"--model artifacts/coder-export/{gguf}" in (tmp_path / "served" / "servers" / "coder.sh").read_text()
+    assert {a.root for _, a in artifacts_of(load_manifest(tmp_path / "served" / "manifest.json")) if a.root} == {
+        "artifacts/coder-export", "artifacts/base-export", "artifacts/lora-export", "artifacts/judge"}
 
 
 def test_mixed_tool_call_formats_are_refused_with_each_members_format(artifacts, tmp_path):

@@ -18,9 +18,11 @@ import pytest
 
 from finetune import FinetuneError
 from finetune.contracts.judging import SYSTEM
+from finetune.pool.build import folder_artifact
 from finetune.pool.gateway import create_app, server_config
 from finetune.pool.local import free_port
 from finetune.pool.manifest import SCHEMA_VERSION
+from finetune.pool.place import Placement
 from finetune.pool.runtime import Pool
 from tests.pool.stubs import Stub, call
 
@@ -32,14 +34,16 @@ ASK = [{"role": "user", "content": "Show me utils.py."}]
 
 def write_manifest(path: Path, members: dict, judge=None, reward_run: Path | None = None, temperature=None,
                    **fusion) -> Path:
-    """A pool manifest whose members (and generative judge) are the given stubs' endpoints."""
+    """A pool manifest whose members (and generative judge) are the given stubs' endpoints; a reward
+    judge's run is brought into the manifest's folder as `pool build` does."""
     fake = {"format": "gguf-q8_0", "uri": "https://example.invalid/judge.gguf", "path": "judge.gguf",
             "files": [{"path": "judge.gguf", "bytes": 1, "sha256": "0" * 64}]}
     if reward_run is not None:
+        placement = Placement()
+        model = folder_artifact("safetensors", reward_run, "model", placement)
+        placement.bring_in([model], path.parent)
         judge_spec = {"kind": "reward_model", "max_length": 256, "templates": {"input": "sentence_pair"},
-                      "temperature": temperature,
-                      "artifacts": [{"format": "safetensors", "root": str(reward_run), "path": "model",
-                                     "files": [{"path": "model/config.json", "bytes": 1, "sha256": "0" * 64}]}]}
+                      "temperature": temperature, "artifacts": [model.model_dump()]}
     else:
         judge_spec = {"kind": "generative", "max_length": 2048, "artifacts": [fake],
                       "endpoint": {"url": judge.url, "model": "judge"},

@@ -3,7 +3,7 @@
 cd "$(dirname "$0")/.."
 exec "${PYTHON:-python}" \
   -m llama_cpp.server \
-  --model ../../artifacts/alpha/gguf/alpha-Q4_K_M.gguf \
+  --model artifacts/alpha/gguf/alpha-Q4_K_M.gguf \
   --model_alias alpha \
   --host 127.0.0.1 \
   --port 8101 \

@@ -3,7 +3,7 @@
 cd "$(dirname "$0")/.."
 exec "${PYTHON:-python}" \
   -m llama_cpp.server \
-  --model ../../artifacts/beta/gguf/beta-Q8_0.gguf \
+  --model artifacts/beta/gguf/beta-Q8_0.gguf \
   --model_alias beta \
   --host 127.0.0.1 \
   --port 8102 \

@@ -3,7 +3,7 @@
 cd "$(dirname "$0")/.."
 exec "${PYTHON:-python}" \
   -m sglang.launch_server \
-  --model-path ../../artifacts/alpha/safetensors \
+  --model-path artifacts/alpha/safetensors \
   --host 127.0.0.1 \
   --port 8101 \
   --served-model-name alpha \

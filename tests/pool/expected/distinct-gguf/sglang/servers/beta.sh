@@ -3,7 +3,7 @@
 cd "$(dirname "$0")/.."
 exec "${PYTHON:-python}" \
   -m sglang.launch_server \
-  --model-path ../../artifacts/beta/safetensors \
+  --model-path artifacts/beta/safetensors \
   --host 127.0.0.1 \
   --port 8102 \
   --served-model-name beta \

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # alpha on port 8101
 cd "$(dirname "$0")/.."
-exec vllm serve ../../artifacts/alpha/safetensors \
+exec vllm serve artifacts/alpha/safetensors \
   --host 127.0.0.1 \
   --port 8101 \
   --served-model-name alpha \

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # beta on port 8102
 cd "$(dirname "$0")/.."
-exec vllm serve ../../artifacts/beta/safetensors \
+exec vllm serve artifacts/beta/safetensors \
   --host 127.0.0.1 \
   --port 8102 \
   --served-model-name beta \

@@ -3,8 +3,8 @@
 cd "$(dirname "$0")/.."
 exec "${PYTHON:-python}" \
   -m llama_cpp.server \
-  --model ../../artifacts/base/gguf/base-F16.gguf \
-  --lora_path ../../artifacts/lora-a/gguf/a-LoRA.gguf \
+  --model artifacts/base/gguf/base-F16.gguf \
+  --lora_path artifacts/lora-a/gguf/a-LoRA.gguf \
   --model_alias coder-a \
   --host 127.0.0.1 \
   --port 8101 \

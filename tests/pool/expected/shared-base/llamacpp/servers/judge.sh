@@ -3,7 +3,7 @@
 cd "$(dirname "$0")/.."
 exec "${PYTHON:-python}" \
   -m llama_cpp.server \
-  --model ../../artifacts/judge-export/gguf/judge-Q8_0.gguf \
+  --model artifacts/judge-export/gguf/judge-Q8_0.gguf \
   --model_alias judge \
   --host 127.0.0.1 \
   --port 8103 \

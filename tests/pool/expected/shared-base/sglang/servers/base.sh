@@ -3,7 +3,7 @@
 cd "$(dirname "$0")/.."
 exec "${PYTHON:-python}" \
   -m sglang.launch_server \
-  --model-path ../../artifacts/base/safetensors \
+  --model-path artifacts/base/safetensors \
   --host 127.0.0.1 \
   --port 8101 \
   --served-model-name base \
@@ -12,5 +12,5 @@ exec "${PYTHON:-python}" \
   --tool-call-parser qwen25 \
   --enable-lora \
   --max-loras-per-batch 2 \
-  --lora-paths coder-a=../../artifacts/lora-a/adapter coder-b=../../artifacts/lora-b/adapter \
+  --lora-paths coder-a=artifacts/lora-a/adapter coder-b=artifacts/lora-b/adapter \
   --max-lora-rank 32

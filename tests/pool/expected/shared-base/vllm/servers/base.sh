@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # coder-a, coder-b on port 8101
 cd "$(dirname "$0")/.."
-exec vllm serve ../../artifacts/base/safetensors \
+exec vllm serve artifacts/base/safetensors \
   --host 127.0.0.1 \
   --port 8101 \
   --served-model-name base \
@@ -11,5 +11,5 @@ exec vllm serve ../../artifacts/base/safetensors \
   --tool-call-parser hermes \
   --enable-lora \
   --max-loras 2 \
-  --lora-modules coder-a=../../artifacts/lora-a/adapter coder-b=../../artifacts/lora-b/adapter \
+  --lora-modules coder-a=artifacts/lora-a/adapter coder-b=artifacts/lora-b/adapter \
   --max-lora-rank 32

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # judge on port 8102
 cd "$(dirname "$0")/.."
-exec vllm serve ../../artifacts/judge/model \
+exec vllm serve artifacts/judge/model \
   --host 127.0.0.1 \
   --port 8102 \
   --served-model-name judge \
