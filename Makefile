@@ -94,7 +94,7 @@ demo: install
 	$(FT) export runs/smollm2 --format gguf-q8_0 --out runs/smollm2-base-export
 	$(FT) pool build recipes/pool/smollm2.yaml --out runs/smollm2-pool/manifest.json
 	$(FT) eval recipes/eval/demo.yaml
-	@echo "demo done: real model runs/smollm2 (data runs/smollm2-data, run runs/smollm2-train, export runs/smollm2-export); tiny model runs/tiny-llama, dataset runs/tiny-data, run runs/tiny-train, traces + code runs/tiny-mixture-data and runs/tiny-mixture-train, export runs/tiny-export, judge data runs/judge-data, judge runs/judge, pool runs/pool (manifest.json, llamacpp/, gateway.log), verdict runs/eval/report.md"
+	@echo "demo done: real model runs/smollm2 (data runs/smollm2-data, run runs/smollm2-train, export runs/smollm2-export); tiny model runs/tiny-llama, dataset runs/tiny-data, run runs/tiny-train, traces + code runs/tiny-mixture-data and runs/tiny-mixture-train, export runs/tiny-export, judge data runs/judge-data, judge runs/judge, pool runs/pool (manifest.json, artifacts/, llamacpp/, gateway.log), verdict runs/eval/report.md"
 
 test: install
 	$(PY) -m pytest -q

@@ -8,31 +8,26 @@ from __future__ import annotations
 import json
 import socket
 import time
-from urllib.parse import urlparse
 
 import httpx
 
+from benchmarks.gateway_probe import chunked_body, closed_after, connect
 from tests.pool.stubs import Stub
 from tests.pool.test_gateway import ASK, _post, serving, write_manifest
 
 KEY = "sk-limits-test"
 
 
-def _connect(url: str) -> socket.socket:
-    u = urlparse(url)
-    return socket.create_connection((u.hostname, u.port), timeout=10)
-
-
-def _closed_after(sock: socket.socket, limit: float) -> float:
-    """Seconds until the server closes ``sock`` (reading whatever it sends), at most ``limit``."""
-    start = time.perf_counter()
-    sock.settimeout(limit)
-    try:
-        while sock.recv(65536):
-            pass
-    except TimeoutError:
-        return limit
-    return time.perf_counter() - start
+def _response(sock: socket.socket) -> bytes:
+    """One whole HTTP response (head and Content-Length body) from ``sock``."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head
 
 
 def _judged(stubs, tmp_path, **members: Stub):
@@ -41,22 +36,7 @@ def _judged(stubs, tmp_path, **members: Stub):
 
 def test_a_chunked_body_is_counted_as_it_arrives(stubs, tmp_path):
     with serving(_judged(stubs, tmp_path, a=stubs()), api_key=KEY, max_body_bytes=1 << 20) as (url, _):
-        sock = _connect(url)
-        sock.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
-                     "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
-        chunk, sent, reply = b"x" * 65536, 0, b""
-        sock.settimeout(0.05)
-        while sent < 300 << 20 and not reply:  # a 300 MB body, unless the server answers first
-            try:
-                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-                sent += len(chunk)
-                reply = sock.recv(4096)
-            except TimeoutError:
-                continue
-            except OSError:  # the server closed the connection: read what it answered
-                sock.settimeout(5)
-                reply = sock.recv(4096)
-        sock.close()
+        sent, reply = chunked_body(url, f"Authorization: Bearer {KEY}\r\n", 300)
         metrics = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
     assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
     assert sent < 16 << 20, f"{sent >> 20} MiB sent before the 413"  # 1 MiB limit, plus socket buffers
@@ -65,9 +45,9 @@ def test_a_chunked_body_is_counted_as_it_arrives(stubs, tmp_path):
 
 def test_slow_heads_slow_bodies_and_idle_sockets_are_closed(stubs, tmp_path):
     with serving(_judged(stubs, tmp_path, a=stubs()), header_timeout_s=1.0, body_timeout_s=1.0) as (url, _):
-        idle = _connect(url)  # connects and says nothing
-        assert _closed_after(idle, 8) < 4
-        slow = _connect(url)  # a request head one byte at a time
+        idle = connect(url)  # connects and says nothing
+        assert closed_after(idle, 8) < 4
+        slow = connect(url)  # a request head one byte at a time
         start = time.perf_counter()
         try:
             for byte in b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n":
@@ -75,16 +55,16 @@ def test_slow_heads_slow_bodies_and_idle_sockets_are_closed(stubs, tmp_path):
                 time.sleep(0.1)
         except OSError:
             pass
-        assert time.perf_counter() - start + _closed_after(slow, 8) < 5
-        body = _connect(url)  # a whole head, then 10 of the 100 body bytes it announced
+        assert time.perf_counter() - start + closed_after(slow, 8) < 5
+        body = connect(url)  # a whole head, then 10 of the 100 body bytes it announced
         body.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
         body.settimeout(8)
         assert body.recv(4096).startswith(b"HTTP/1.1 408")
-        kept = _connect(url)  # keep-alive: a second request is served, then the idle socket closes
+        kept = connect(url)  # keep-alive: a second request is served, then the idle socket closes
         for _ in range(2):
             kept.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert kept.recv(65536).startswith(b"HTTP/1.1 200")
-        assert _closed_after(kept, 8) < 4
+            assert _response(kept).startswith(b"HTTP/1.1 200")
+        assert closed_after(kept, 8) < 4
         assert _post(url, {"messages": ASK}).status_code == 200  # the gateway itself is fine
 
 
