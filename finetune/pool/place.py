@@ -33,7 +33,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from finetune.contracts.artifacts import file_problem, sha256_file
+from finetune.contracts.artifacts import FOLDER_FORMATS, file_problem, sha256_file
 
 ARTIFACTS = "artifacts"  # inside the pool folder
 CACHE = ".sha256-cache.json"
@@ -136,7 +136,7 @@ class Hashes:
 def file_problems(manifest_path: Path, owned: Iterable, hashes: Hashes | None) -> tuple[list[str], int]:
     """Check the local files of ``(owner, artifact)`` pairs: each lies inside the pool folder once
     symlinks are followed, is there and has the manifest's size and (unless ``hashes`` is None)
-    sha256. Returns the problems, one line each naming owner, format and file, and the number of
+    sha256; a model folder (safetensors, adapter, bnb-nf4) holds no file the manifest does not list. Returns the problems, one line each naming owner, format and file, and the number of
     files checked."""
     folder = pool_folder(manifest_path)
     real = Path(os.path.realpath(folder))
@@ -144,6 +144,12 @@ def file_problems(manifest_path: Path, owned: Iterable, hashes: Hashes | None) -
     for owner, a in owned:
         if a.root is None:
             continue
+        if a.format in FOLDER_FORMATS:  # a loader reads the whole folder: nothing in it may go unchecked
+            listed = {Path(os.path.normpath(folder / a.root / f.path)) for f in a.files}
+            for extra in sorted(p for p in (folder / a.root / a.path).rglob("*")
+                                if (p.is_file() or p.is_symlink()) and p not in listed):
+                problems.append(f"{owner} {a.format}: {extra}: in the model folder but not listed in the manifest, "
+                                "so nothing checks it; remove it or rebuild the pool with `finetune pool build`")
         for f in a.files:
             checked += 1
             path = Path(os.path.normpath(folder / a.root / f.path))

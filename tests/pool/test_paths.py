@@ -214,3 +214,24 @@ def test_placement_links_shares_a_folder_and_copies_across_filesystems(tmp_path,
     placement.bring_in([a], tmp_path / "copied")
     copied = tmp_path / "copied" / "artifacts" / "export" / "gguf" / "m.gguf"
     assert copied.read_bytes() == GGUF and copied.stat().st_ino != placed.stat().st_ino
+
+
+def test_a_model_folder_holds_only_listed_files(tmp_path, capsys):
+    """A loader reads a whole model folder (a reward judge's config, weights, tokenizer): a file
+    put there that the manifest does not list would be loaded unchecked, so it is a problem."""
+    path = small_pool(tmp_path / "pool")
+    weights = b"\x00" * 64
+    (path.parent / "artifacts" / "judge" / "model").mkdir(parents=True)
+    (path.parent / "artifacts" / "judge" / "model" / "model.safetensors").write_bytes(weights)
+    raw = json.loads(path.read_text())
+    raw["members"][0]["artifacts"].append({"format": "safetensors", "root": "artifacts/judge", "path": "model",
+                                            "files": [_ref("model/model.safetensors", weights)]})
+    path.write_text(json.dumps(raw))
+    assert main(["pool", "verify", str(path)]) == 0
+    extra = path.parent / "artifacts" / "judge" / "model" / "tokenizer.json"
+    extra.write_text("{}")
+    assert main(["pool", "verify", str(path)]) == 2
+    assert f"members[coder] safetensors: {extra}: in the model folder but not listed in the manifest" \
+           in capsys.readouterr().err
+    with pytest.raises(FinetuneError, match="not listed in the manifest"):
+        Pool(path)
