@@ -9,10 +9,11 @@ Routes:
   ``tool_calls`` and tool results use the OpenAI wire form. ``stream: true`` sends server-sent
   events (``chat.completion.chunk``; usage and the ``fusion`` record on the last chunk, or on a
   chunk of their own after it with ``stream_options.include_usage``; then ``[DONE]``). The role
-  chunk goes out at once; a fused answer exists only once the judge has decided, so until then
-  the stream carries SSE comments every ``heartbeat_s`` (proxies and clients see a live
-  connection), then the answer. A member used directly streams its tokens as it generates them,
-  unless the request has tools or a ``response_format`` (the answer is then checked whole first).
+  chunk goes out at once. A merged answer (``merge``) streams as the judge writes it; a picked
+  answer exists only once the judge has decided, so until then the stream carries SSE comments
+  every ``heartbeat_s`` (proxies and clients see a live connection), then the answer. A member
+  used directly streams its tokens as it generates them, unless the request has tools or a
+  ``response_format`` (the answer is then checked whole first).
   A failure after the stream has started is an ``error`` event, as OpenAI sends it.
 * ``GET /v1/models`` and ``GET /v1/models/{id}``: the pool and each member.
 * ``GET /healthz``: each member's state: a local llama.cpp member's process and port (a busy
@@ -388,14 +389,26 @@ def create_app(pool: Pool, api_key: str | None = None, max_body_bytes: int = 1 <
                 "model": model}
 
     async def streamed(model: str, job: Job):
-        """The role chunk at once, SSE comments while the members and the judge work, then the answer
-        (or an error event). A client that leaves cancels the work (Starlette cancels this stream)."""
-        first, start = head(model), time.perf_counter()
+        """The role chunk at once, then a merged answer's text as the judge writes it, SSE comments
+        while nothing comes (members and judge at work), then the rest of the answer (or an error
+        event). A client that leaves cancels the work (Starlette cancels this stream)."""
+        first, start, pieces, sent = head(model), time.perf_counter(), asyncio.Queue(), []
         yield _sse(_chunk(first, {"role": "assistant", "content": ""}))
-        task = asyncio.ensure_future(answer(model, job))
+        task = asyncio.ensure_future(answer(model, job, pieces.put_nowait))
         try:
-            while not (await asyncio.wait({task}, timeout=heartbeat_s))[0]:
-                yield f": waiting for {'the members and the judge' if model == m.name else model}\n\n"
+            while not task.done():
+                piece = asyncio.ensure_future(pieces.get())
+                done, _ = await asyncio.wait({task, piece}, timeout=heartbeat_s, return_when=asyncio.FIRST_COMPLETED)
+                if piece in done:
+                    sent.append(piece.result())
+                    yield _sse(_chunk(first, {"content": sent[-1]}))
+                    continue
+                piece.cancel()  # a get cancelled before it took an item loses nothing
+                if not done:
+                    yield f": waiting for {'the members and the judge' if model == m.name else model}\n\n"
+            while not pieces.empty():
+                sent.append(pieces.get_nowait())
+                yield _sse(_chunk(first, {"content": sent[-1]}))
             result = task.result()
         finally:
             if not task.done():
@@ -406,7 +419,12 @@ def create_app(pool: Pool, api_key: str | None = None, max_body_bytes: int = 1 <
         else:
             metrics.requests.labels(model, "200").inc()
             metrics.request_seconds.observe(time.perf_counter() - start)
-            for chunk in _chunks({**result, "id": first["id"], "created": first["created"]}, job.include_usage):
+            done = {**result, "id": first["id"], "created": first["created"]}
+            text, said = done["choices"][0]["message"].get("content") or "", "".join(sent)
+            if said:  # what was streamed already is not sent twice
+                rest = text[len(said):] if text.startswith(said) else text
+                done["choices"] = [{**done["choices"][0], "message": {**done["choices"][0]["message"], "content": rest}}]
+            for chunk in _chunks(done, job.include_usage):
                 yield _sse(chunk)
         yield _sse("[DONE]")
 
@@ -436,8 +454,9 @@ def create_app(pool: Pool, api_key: str | None = None, max_body_bytes: int = 1 <
             yield _sse(chunk)
         yield _sse("[DONE]")
 
-    async def answer(model: str, job: Job) -> dict | JSONResponse:
-        """The completion, or the error response (upstream failure, quorum not met)."""
+    async def answer(model: str, job: Job, on_text=None) -> dict | JSONResponse:
+        """The completion, or the error response (upstream failure, quorum not met); a merged
+        answer's text also goes to ``on_text`` as the judge writes it."""
         if model != m.name:  # direct use of one member
             got = await pool.ask(model, job)
             metrics.record({"members": [{"member": model, "status": got.status, "latency_s": got.latency_s}]})
@@ -446,7 +465,7 @@ def create_app(pool: Pool, api_key: str | None = None, max_body_bytes: int = 1 <
                 return _error(502, f"{model}: {got.status} ({got.error})", "upstream_error")
             return completion(model, message_of(got), got.usage, got.finish_reason)
         try:
-            result = await pool.complete(job)
+            result = await pool.complete(job, on_text)
         except QuorumError as exc:
             metrics.record(exc.record)
             metrics.requests.labels(model, "503").inc()

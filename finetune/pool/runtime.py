@@ -336,12 +336,14 @@ class Pool:
                 for choice in chunk.get("choices") or []:
                     yield choice.get("delta") or {}, choice.get("finish_reason")
 
-    async def _chat_streamed(self, ep: Endpoint, body: dict, timeout: float, times: list | None = None) -> dict:
+    async def _chat_streamed(self, ep: Endpoint, body: dict, timeout: float, times: list | None = None,
+                             on_text=None) -> dict:
         """A local llama.cpp member's answer, read as a stream and returned as one chat.completion.
         Streamed so that giving up stops the member: llama-cpp-python ends a streamed generation when
         its client goes away, but runs a plain request to the end. Its stream carries no usage:
         completion tokens are counted (it sends one chunk per token), prompt tokens are counted by
-        the caller (:class:`finetune.pool.local.PromptCounter`)."""
+        the caller (:class:`finetune.pool.local.PromptCounter`). ``on_text`` is called with each
+        piece of text as it arrives."""
         content, calls, finish, tokens = [], {}, "stop", 0
         async for delta, finish_reason in self._deltas(ep, body, timeout):
             if delta is None:
@@ -349,6 +351,8 @@ class Pool:
             if delta.get("content"):
                 content.append(delta["content"])
                 tokens += 1
+                if on_text is not None:
+                    on_text(delta["content"])
             for c in delta.get("tool_calls") or []:
                 slot = calls.setdefault(c.get("index", 0), {"id": None, "type": "function",
                                                             "function": {"name": "", "arguments": ""}})
@@ -383,15 +387,16 @@ class Pool:
         rate = (len(times) - 1) / max(times[-1] - times[0], 1e-6)
         return max(1, int(rate * timeout / 2))
 
-    async def _send(self, who: str, ep: Endpoint, body: dict) -> dict:
+    async def _send(self, who: str, ep: Endpoint, body: dict, on_text=None) -> dict:
         """One chat call within the member timeout. A local server (member or judge) is streamed, so
-        that giving up stops it, and asked for no more tokens than it writes within the timeout; any
-        other server gets a plain request."""
+        that giving up stops it, and asked for no more tokens than it writes within the timeout; so
+        is any server whose text is wanted as it comes (``on_text``); others get a plain request."""
         timeout = self.manifest.fusion.member_timeout_s
-        if who not in self.ceilings:
+        if who not in self.ceilings and on_text is None:
             return await asyncio.wait_for(self._chat(ep, body, timeout), timeout)
-        body["max_tokens"] = min(body["max_tokens"], self.ceilings[who])
-        return await asyncio.wait_for(self._chat_streamed(ep, body, timeout), timeout)
+        if who in self.ceilings:
+            body["max_tokens"] = min(body["max_tokens"], self.ceilings[who])
+        return await asyncio.wait_for(self._chat_streamed(ep, body, timeout, on_text=on_text), timeout)
 
     def candidates(self) -> list[str]:
         """The answers each request asks for: every member, and ``NAME#k`` for each of the ``samples``
@@ -552,14 +557,26 @@ class Pool:
     def _cost(self, candidate: str) -> float:
         return next(x.cost for x in self.manifest.members if x.name == candidate.partition("#")[0])
 
-    async def _generate(self, messages: list[dict], record: dict, max_tokens: int = 256) -> str | None:
-        """The generative judge's text; a local judge is bounded and streamed like a local member."""
+    async def _generate(self, messages: list[dict], record: dict, max_tokens: int = 256, on_text=None) -> str | None:
+        """The generative judge's text; a local judge is bounded and streamed like a local member.
+        With ``on_text`` it is streamed and each piece passed on as it comes; a judge that fails
+        after it has begun gives the text it wrote (``record["partial"]`` says so), since the
+        client has it already."""
+        said: list[str] = []
+
+        def heard(piece: str) -> None:
+            said.append(piece)
+            on_text(piece)
         try:
             data = await self._send("judge", self.judge_endpoint,
-                                    {"messages": messages, "temperature": 0.0, "max_tokens": max_tokens})
+                                    {"messages": messages, "temperature": 0.0, "max_tokens": max_tokens},
+                                    on_text=heard if on_text is not None else None)
             return data["choices"][0]["message"]["content"] or ""
         except (TimeoutError, httpx.HTTPError, KeyError, IndexError, TypeError, ValueError) as exc:
             record["error"] = f"{type(exc).__name__}: {exc}"
+            if said:
+                record["partial"] = "the judge stopped after it had begun to stream the answer; sent as far as it got"
+                return "".join(said)
             return None
 
     def _judge_messages(self, instruction: str, messages, tools, candidates: list[Answer]) -> list[dict]:
@@ -568,19 +585,20 @@ class Pool:
         return verdict_prompt(judge_prompt(tools or [], messages), [as_judged(a) for a in candidates],
                               self.manifest.judge.templates, instruction)
 
-    async def _merge(self, messages, tools, candidates: list[Answer]) -> tuple[str | None, dict]:
+    async def _merge(self, messages, tools, candidates: list[Answer], on_text=None) -> tuple[str | None, dict]:
         start = time.perf_counter()
         record = {"kind": "generative"}
         text = await self._generate(self._judge_messages("merge", messages, tools, candidates), record,
-                                    max_tokens=1024)
+                                    max_tokens=1024, on_text=on_text)
         record["latency_s"] = round(time.perf_counter() - start, 4)
         return (text if text and text.strip() else None), record
 
     # -- one request ------------------------------------------------------------------------------
 
-    async def complete(self, job: Job) -> dict:
+    async def complete(self, job: Job, on_text=None) -> dict:
         """The fused answer as an OpenAI chat.completion with a ``fusion`` record (see the module
-        docstring); raises :class:`QuorumError` when too few members gave a usable answer."""
+        docstring); raises :class:`QuorumError` when too few members gave a usable answer. A merged
+        answer's text is passed to ``on_text`` piece by piece as the judge writes it (streaming)."""
         m, f = self.manifest, self.manifest.fusion
         if job.tools and m.tool_call_format == "none":
             raise FinetuneError(f"pool {m.name} was built with `tools: false`; it answers without tools")
@@ -612,9 +630,10 @@ class Pool:
         judged = await self._execute(job, valid, record)
         free_text = not any(a.tool_calls for a in valid) and job.schema is None
         if f.mode == "merge" and free_text and len(judged) > 1:
-            text, record["judge"] = await self._merge(job.messages, job.tools, judged)
+            text, record["judge"] = await self._merge(job.messages, job.tools, judged, on_text)
             if text is not None:
-                message, winner, finish = {"role": "assistant", "content": text}, "merged", "stop"
+                finish = "length" if "partial" in record["judge"] else "stop"
+                message, winner = {"role": "assistant", "content": text}, "merged"
             else:
                 record["judge"]["fallback"] = "the merge failed; the cheapest valid answer was taken"
                 best = min(judged, key=lambda a: self._cost(a.member))

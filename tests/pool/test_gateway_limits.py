@@ -146,3 +146,29 @@ def test_a_failure_after_the_stream_started_is_an_error_event(stubs, tmp_path):
         error = json.loads(events[-2][1][6:])["error"]
         assert error["type"] in ("quorum_not_met", "upstream_error") and "500" in error["message"]
         assert events[-1][1] == "data: [DONE]"
+
+
+def test_a_merged_answer_streams_as_the_judge_writes_it(stubs, tmp_path):
+    a, b = stubs(content="def f(xs): return xs[::-1]"), stubs(content="def f(xs): return list(reversed(xs))")
+    words = "merged answer written one word at a time by the judge"
+    judge = stubs(content=words, pace=0.3)
+    request = {"model": "pool", "messages": ASK, "stream": True}
+    with serving(write_manifest(tmp_path / "m.json", {"a": a, "b": b}, judge, quorum=2, mode="merge")) as (url, _):
+        events = _timed_events(url, request)
+    data = [(t, json.loads(line[6:])) for t, line in events if line.startswith("data: {")]
+    pieces = [(t, c["choices"][0]["delta"]["content"]) for t, c in data if c["choices"][0]["delta"].get("content")]
+    assert "".join(p for _, p in pieces) == words and len(pieces) == len(words.split())
+    assert pieces[-1][0] - pieces[0][0] > 2.0  # as the judge wrote them, 0.3 s apart
+    assert data[-1][1]["fusion"]["winner"] == "merged" and data[-1][1]["choices"][0]["finish_reason"] == "stop"
+    assert judge.requests[0]["body"]["stream"] is True
+
+    # A judge cut off by the timeout after it began: the client keeps what it was sent, marked cut short.
+    judge = stubs(content=words, pace=0.3)
+    manifest = write_manifest(tmp_path / "cut.json", {"a": a, "b": b}, judge, quorum=2, mode="merge",
+                              member_timeout_s=1.5)
+    with serving(manifest) as (url, _):
+        events = _timed_events(url, request)
+    data = [json.loads(line[6:]) for _, line in events if line.startswith("data: {")]
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in data)
+    assert 0 < len(text) < len(words) and words.startswith(text)
+    assert data[-1]["choices"][0]["finish_reason"] == "length" and "partial" in data[-1]["fusion"]["judge"]
