@@ -204,13 +204,11 @@ class Guard:
         chunks, got = [], 0
         try:
             async with asyncio.timeout(self.body_timeout_s):
-                while True:
+                while got <= self.max_body_bytes:
                     message = await receive()
                     if message["type"] == "http.disconnect":
                         return
                     got += len(message.get("body", b""))
-                    if got > self.max_body_bytes:
-                        return await self._too_big(scope, receive, send)
                     chunks.append(message.get("body", b""))
                     if not message.get("more_body"):
                         break
@@ -218,6 +216,8 @@ class Guard:
             response = _error(408, f"the request body did not arrive within {self.body_timeout_s:g} s",
                               "invalid_request_error")
             return await response(scope, receive, send)
+        if got > self.max_body_bytes:  # answered without reading the rest
+            return await self._too_big(scope, receive, send)
         body, handed = b"".join(chunks), [False]
 
         async def replay():
