@@ -10,8 +10,9 @@ doctests and asserts in the sandbox (only those are judged, when some pass), the
 the total time. The completion's ``usage`` is the sum over every member call of the request (what
 the pool spent); ``fusion.usage`` says so and gives the winner's own counts. Its ``finish_reason``
 is the chosen answer's (``length`` included). ``pool.relay(member, job)`` streams one member's
-answer as it is generated (direct use). A reward-model pick among three or more answers is hybrid: the judge's
-probability plus the agreement of the other answers' tool calls (:func:`agreement`).
+answer as it is generated (direct use). A reward-model pick among three or more answers is
+hybrid: the judge's probability plus the agreement of the other answers' tool calls
+(:func:`agreement`).
 
 * **Members in parallel.** Each call is bounded by ``fusion.member_timeout_s``; a local member is
   read as a stream and its ``max_tokens`` capped at what it writes within that time, so a call
@@ -338,12 +339,12 @@ class Pool:
 
     async def _chat_streamed(self, ep: Endpoint, body: dict, timeout: float, times: list | None = None,
                              on_text=None) -> dict:
-        """A local llama.cpp member's answer, read as a stream and returned as one chat.completion.
-        Streamed so that giving up stops the member: llama-cpp-python ends a streamed generation when
-        its client goes away, but runs a plain request to the end. Its stream carries no usage:
-        completion tokens are counted (it sends one chunk per token), prompt tokens are counted by
-        the caller (:class:`finetune.pool.local.PromptCounter`). ``on_text`` is called with each
-        piece of text as it arrives."""
+        """A streamed answer returned as one chat.completion: a local llama.cpp server's (streamed
+        so that giving up stops it: llama-cpp-python ends a streamed generation when its client goes
+        away, but runs a plain request to the end), or a judge's whose text is wanted as it comes
+        (``on_text`` is called with each piece). A llama.cpp stream carries no usage: completion
+        tokens are counted (one chunk per token), prompt tokens by the caller
+        (:class:`finetune.pool.local.PromptCounter`)."""
         content, calls, finish, tokens = [], {}, "stop", 0
         async for delta, finish_reason in self._deltas(ep, body, timeout):
             if delta is None:
