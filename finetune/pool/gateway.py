@@ -208,8 +208,8 @@ class Guard:
                     message = await receive()
                     if message["type"] == "http.disconnect":
                         return
-                    got += len(message.get("body", b""))
                     chunks.append(message.get("body", b""))
+                    got += len(chunks[-1])
                     if not message.get("more_body"):
                         break
         except TimeoutError:

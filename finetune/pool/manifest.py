@@ -39,7 +39,7 @@ from finetune import FinetuneError
 from finetune.contracts.artifacts import FOLDER_FORMATS, FORMATS
 from finetune.contracts.chat import ToolCallFormat
 from finetune.contracts.schema import Strict, format_errors
-from finetune.pool.place import Hashes, file_problems, pool_folder
+from finetune.pool.place import REBUILD, Hashes, file_problems, pool_folder
 
 SCHEMA_VERSION = 1
 SCHEMA_FILE = Path(__file__).with_name("fusion-manifest.schema.json")  # package data
@@ -50,7 +50,6 @@ NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # also a served model name, a file 
 # A path that could leave its folder: absolute, a drive, a backslash (a separator on Windows), a `..` segment.
 ESCAPES = r"^/|^[A-Za-z]:|\\|(^|/)\.\.(/|$)"
 INSIDE = {"not": {"type": "string", "pattern": ESCAPES}}  # the same rule in the JSON Schema
-REBUILD = "rebuild the pool with `finetune pool build`, which keeps artifacts inside the pool folder"
 
 
 def _inside(value: str | None, what: str, itself: bool = False) -> str | None:

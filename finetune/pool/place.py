@@ -38,6 +38,7 @@ from finetune.contracts.artifacts import FOLDER_FORMATS, file_problem, sha256_fi
 ARTIFACTS = "artifacts"  # inside the pool folder
 CACHE = ".sha256-cache.json"
 RECENT_NS = 2_000_000_000  # a file changed more recently than this is hashed, not cached
+REBUILD = "rebuild the pool with `finetune pool build`, which keeps artifacts inside the pool folder"
 
 
 class Placement:
@@ -136,7 +137,8 @@ class Hashes:
 def file_problems(manifest_path: Path, owned: Iterable, hashes: Hashes | None) -> tuple[list[str], int]:
     """Check the local files of ``(owner, artifact)`` pairs: each lies inside the pool folder once
     symlinks are followed, is there and has the manifest's size and (unless ``hashes`` is None)
-    sha256; a model folder (safetensors, adapter, bnb-nf4) holds no file the manifest does not list. Returns the problems, one line each naming owner, format and file, and the number of
+    sha256; a model folder (safetensors, adapter, bnb-nf4) holds no file the manifest does not
+    list. Returns the problems, one line each naming owner, format and file, and the number of
     files checked."""
     folder = pool_folder(manifest_path)
     real = Path(os.path.realpath(folder))
@@ -149,15 +151,14 @@ def file_problems(manifest_path: Path, owned: Iterable, hashes: Hashes | None) -
             for extra in sorted(p for p in (folder / a.root / a.path).rglob("*")
                                 if (p.is_file() or p.is_symlink()) and p not in listed):
                 problems.append(f"{owner} {a.format}: {extra}: in the model folder but not listed in the manifest, "
-                                "so nothing checks it; remove it or rebuild the pool with `finetune pool build`")
+                                f"so nothing checks it; remove it or {REBUILD}")
         for f in a.files:
             checked += 1
             path = Path(os.path.normpath(folder / a.root / f.path))
             resolved = Path(os.path.realpath(path))
             if not resolved.is_relative_to(real):
                 problems.append(f"{owner} {a.format}: {path}: resolves to {resolved}, outside the pool folder "
-                                f"{folder}; rebuild the pool with `finetune pool build`, which keeps artifacts inside "
-                                "the pool folder")
+                                f"{folder}; {REBUILD}")
                 continue
             problem = file_problem(path, f.bytes, f.sha256, "the manifest", hashes)
             if problem:

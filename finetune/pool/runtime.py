@@ -442,9 +442,9 @@ class Pool:
                 if delta is None:
                     usage = extra
                     continue
-                tokens += bool(delta.get("content") or delta.get("tool_calls"))
                 finish = "length" if extra == "length" else finish
                 if delta.get("content") or delta.get("tool_calls"):
+                    tokens += 1
                     yield {k: v for k, v in delta.items() if k in ("content", "tool_calls")}, None
         if local:
             usage = {"completion_tokens": tokens,
