@@ -102,7 +102,9 @@ def program_of(text: str) -> str | None:
 
 
 def run_checks(box: Sandbox, text: str, checks: Checks) -> Outcome:
-    """Whether the candidate's program passes the request's checks (``no_program`` if it has none)."""
+    """Whether the candidate's program passes the request's checks (``no_program`` if it has none).
+    Its ``reason`` is a fixed code (``sandbox.REASONS``) that may go back to a client; its
+    ``output`` is what the program printed and must not."""
     program = program_of(text)
     if program is None:
         return Outcome(False, "no_program", 0.0, "")
