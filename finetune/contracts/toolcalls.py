@@ -65,7 +65,10 @@ def check_call(call: dict, tools: dict[str, dict], where: str) -> dict:
         for key, value in args.items():
             if props and key not in props and params.get("additionalProperties") is not True:
                 raise RecordError("unknown_argument", f"{where}: {name!r} has no argument {key!r}")
-            if key in props and not type_ok(value, props[key].get("type")):
-                raise RecordError("wrong_argument_type", f"{where}: {name}.{key} should be {props[key].get('type')}, got {type(value).__name__}")
+            spec = props.get(key)  # a schema, or true/false (any value / none), which JSON Schema allows
+            if spec is False:
+                raise RecordError("unknown_argument", f"{where}: {name!r} takes no argument {key!r}")
+            if isinstance(spec, dict) and not type_ok(value, spec.get("type")):
+                raise RecordError("wrong_argument_type", f"{where}: {name}.{key} should be {spec.get('type')}, got {type(value).__name__}")
     return {"id": call.get("id"), "name": name, "arguments": args}
 

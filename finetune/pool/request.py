@@ -18,6 +18,15 @@ What members are sent (:class:`Job`):
 Parameters the pool cannot honour are refused by name (``n`` above 1, ``logprobs``,
 ``logit_bias``, the legacy ``functions``, audio and other modalities); unknown fields are refused
 as OpenAI does (``Unrecognized request argument``), so a typo is never silently ignored.
+
+Requests that could never succeed are refused here rather than fanned out to every member:
+
+* JSON Schemas (each tool's ``parameters``, the ``response_format`` schema) must be usable as
+  :func:`finetune.pool.schemas.schema_problems` says (valid Draft 2020-12, every ``$ref`` inside
+  the schema, patterns RE2 can match in linear time, within what checking may cost), and a tool's
+  ``parameters`` must admit an object (``"type": "object"`` or no type): arguments are one. A tool
+  without ``parameters`` takes none: members are sent ``{"type": "object", "properties": {}}``.
+* ``stop``: at most 4 sequences (OpenAI's limit), each 1 to 200 characters.
 """
 
 from __future__ import annotations
@@ -28,7 +37,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from finetune.pool.schemas import MAX_SIZE, schema_problems, schema_size
+
 TOOL_NAME = r"^[A-Za-z0-9_.:-]{1,64}$"
+# OpenAI's limit on stop sequences; members check every one after every token, so 80,000 of them
+# cost 35x the CPU. 200 characters is more than any chat template's end marker or agent delimiter.
+MAX_STOPS, MAX_STOP_CHARS = 4, 200
 # What the pool refuses, and why (the rest of the schema it honours; see the README). n and logprobs
 # are fields of the schema, checked by value; the others are not in it at all.
 REFUSED = {
@@ -277,7 +291,8 @@ def _normalised(m) -> dict:
 
 
 def _conversation_problems(req: ChatRequest) -> list[str]:
-    """What the schema alone cannot say: tool results answer earlier calls, choices name offered tools."""
+    """What the schema alone cannot say: tool results answer earlier calls, choices name offered tools,
+    JSON Schemas are usable, stop sequences are few and short."""
     problems = []
     names = [t.function.name for t in req.tools or []]
     if len(set(names)) != len(names):
@@ -304,6 +319,7 @@ def _conversation_problems(req: ChatRequest) -> list[str]:
     rf = req.response_format
     if rf is not None and rf.type == "json_schema" and (rf.json_schema is None or rf.json_schema.schema_ is None):
         problems.append("response_format.json_schema.schema: required for type json_schema")
+    problems += _json_schema_problems(req) + _stop_problems(req.stop)
     if req.stream_options is not None and not req.stream:
         problems.append("stream_options: only allowed when stream is true")
     if req.n not in (None, 1):
@@ -314,6 +330,49 @@ def _conversation_problems(req: ChatRequest) -> list[str]:
             req.max_tokens != req.max_completion_tokens:
         problems.append("max_tokens: differs from max_completion_tokens; send one")
     return problems
+
+
+def _json_schema_problems(req: ChatRequest) -> list[str]:
+    """The request's JSON Schemas: each usable, a tool's admitting the object its arguments are, and
+    all together within what checking them may cost (they are checked on the gateway's event loop)."""
+    found = [(f"tools[{i}].function.parameters", t.function.parameters) for i, t in enumerate(req.tools or [])
+             if t.function.parameters is not None]
+    rf = req.response_format
+    if rf is not None and rf.type == "json_schema" and rf.json_schema is not None and rf.json_schema.schema_ is not None:
+        found.append(("response_format.json_schema.schema", rf.json_schema.schema_))
+    size = sum(schema_size(schema) for _, schema in found)
+    if size > MAX_SIZE:
+        return [f"{'tools' if req.tools else found[0][0]}: the request's JSON Schemas come to {size} units of JSON "
+                f"values and patterns; at most {MAX_SIZE} are checked per request (send fewer or smaller schemas)"]
+    problems = []
+    for where, schema in found:
+        found_here = schema_problems(schema, where)
+        kind = schema.get("type", "object")
+        if not found_here and where.startswith("tools") and "object" not in (kind if isinstance(kind, list) else [kind]):
+            found_here = [f"{where}.type: {kind!r}, but a function's arguments are a JSON object; use \"type\": \"object\""]
+        problems += found_here
+    return problems
+
+
+def _stop_problems(stop: str | list[str] | None) -> list[str]:
+    stops = [stop] if isinstance(stop, str) else stop or []
+    if len(stops) > MAX_STOPS:
+        return [f"stop: {len(stops)} sequences; at most {MAX_STOPS}"]
+    problems = []
+    for i, sequence in enumerate(stops):
+        where = "stop" if isinstance(stop, str) else f"stop[{i}]"
+        if not sequence:
+            problems.append(f"{where}: empty; a stop sequence needs at least one character")
+        elif len(sequence) > MAX_STOP_CHARS:
+            problems.append(f"{where}: {len(sequence)} characters; at most {MAX_STOP_CHARS}")
+    return problems
+
+
+def _tool(tool: Tool) -> dict:
+    """The tool as members are sent it: without ``parameters`` (OpenAI allows it), it takes none."""
+    out = tool.model_dump(exclude_none=True)
+    out["function"].setdefault("parameters", {"type": "object", "properties": {}})
+    return out
 
 
 def parse_request(raw: bytes) -> Job:
@@ -344,7 +403,7 @@ def parse_request(raw: bytes) -> Job:
         schema = req.response_format.json_schema.schema_ if req.response_format.type == "json_schema" else {}
     tool_choice = req.tool_choice.model_dump() if isinstance(req.tool_choice, NamedToolChoice) else req.tool_choice
     return Job(model=req.model, messages=[_normalised(m) for m in req.messages], wire=wire,
-               tools=[t.model_dump(exclude_none=True) for t in req.tools] if req.tools else None,
+               tools=[_tool(t) for t in req.tools] if req.tools else None,
                params=params, tool_choice=tool_choice, parallel_tool_calls=req.parallel_tool_calls is not False,
                response_format=req.response_format.model_dump(exclude_none=True, by_alias=True)
                if req.response_format else None, schema=schema, stream=bool(req.stream),
