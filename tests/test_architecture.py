@@ -63,7 +63,7 @@ def test_light_verbs_and_an_endpoint_gateway_run_without_the_ml_stack(tmp_path):
             assert main(argv) == 0, argv
         from finetune.pool.gateway import create_app
         from finetune.pool.runtime import Pool
-        with TestClient(create_app(Pool({str(manifest)!r}))) as client:
+        with TestClient(create_app(Pool({str(manifest)!r})), base_url="http://127.0.0.1") as client:
             assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["remote-pool", "a", "b"]
         print("HEAVY", sorted(m for m in ("torch", "transformers", "datasets") if m in sys.modules))
     """)

@@ -168,11 +168,12 @@ class Guard:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        start, status = time.perf_counter(), [0]
+        start, status, complete = time.perf_counter(), [0], [False]
 
         async def tracked(message):
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
+            complete[0] = message["type"] == "http.response.body" and not message.get("more_body")
             await send(message)
         try:
             await self._handle(scope, receive, tracked)
@@ -185,19 +186,47 @@ class Guard:
             client = scope.get("client") or ("-", 0)
             path = scope["path"]
             route = path if path in self.ROUTES else "/v1/models/{id}" if path.startswith("/v1/models/") else "other"
-            self.metrics.responses.labels(route, str(status[0] or 499)).inc()
-            access.info('%s:%s "%s %s" %s %.3fs', client[0], client[1], scope["method"], path,
-                        status[0] or 499, time.perf_counter() - start)
+            code = status[0] if complete[0] else 499  # a stream the client left is not a 200
+            self.metrics.responses.labels(route, str(code)).inc()
+            access.info('%s:%s "%s %s" %s %.3fs', client[0], client[1], scope["method"], path, code,
+                        time.perf_counter() - start)
 
     def _authorised(self, headers: dict) -> bool:
         scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
         return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.key)
 
+    def _refusal(self, scope, headers: dict) -> JSONResponse | None:
+        """What a request is refused before its body is read, or None. Without a key, a web page the
+        user visits could post to the gateway (a ``text/plain`` body needs no CORS preflight) or,
+        through DNS rebinding, read its answers: so keyless, the ``Host`` must be an IP address or
+        ``localhost`` and an ``Origin``, when sent, the gateway itself. A body must be JSON, and
+        framed once (``Content-Length`` and ``Transfer-Encoding`` together is how requests are
+        smuggled past proxies)."""
+        if self.key is None:
+            host = _hostname(headers.get(b"host", b"").decode("latin-1"))
+            if not _local_name(host):
+                return _error(403, f"Host {host!r}: a gateway without an API key answers only to an IP address or "
+                                   "localhost (a DNS name could be rebound by a web page); serve with "
+                                   "--api-key-env to use a host name", "permission_error")
+            origin = headers.get(b"origin")
+            if origin is not None and origin.decode("latin-1") != f"http://{headers[b'host'].decode('latin-1')}":
+                return _error(403, "cross-origin request refused: a gateway without an API key does not answer web "
+                                   "pages of other origins; serve with --api-key-env", "permission_error")
+        elif scope["path"] != "/healthz" and not self._authorised(headers):
+            return _error(401, "missing or wrong API key (Authorization: Bearer ...)", "authentication_error")
+        if b"content-length" in headers and b"transfer-encoding" in headers:
+            return _error(400, "both Content-Length and Transfer-Encoding: send one", "invalid_request_error")
+        kind = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if scope["method"] == "POST" and kind != b"application/json":
+            return _error(415, f"Content-Type {kind.decode('latin-1') or '(none)'}: send application/json",
+                          "invalid_request_error")
+        return None
+
     async def _handle(self, scope, receive, send):
         headers = dict(scope["headers"])
-        if self.key is not None and scope["path"] != "/healthz" and not self._authorised(headers):
-            response = _error(401, "missing or wrong API key (Authorization: Bearer ...)", "authentication_error")
-            return await response(scope, receive, send)
+        refused = self._refusal(scope, headers)
+        if refused is not None:
+            return await refused(scope, receive, send)
         size = headers.get(b"content-length")
         if size is not None and (not size.isdigit() or int(size) > self.max_body_bytes):
             return await self._too_big(scope, receive, send)
@@ -230,6 +259,26 @@ class Guard:
     async def _too_big(self, scope, receive, send):
         await _error(413, f"request body over {self.max_body_bytes} bytes", "invalid_request_error")(scope, receive,
                                                                                                       send)
+
+
+def _hostname(host: str) -> str:
+    """The name in a Host header, without its port (``[::1]:8000`` -> ``::1``)."""
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
+
+
+def _local_name(host: str) -> bool:
+    """An IP address or localhost: names no web page can rebind."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 class HeadDeadline(H11Protocol):
@@ -354,7 +403,9 @@ def create_app(pool: Pool, api_key: str | None = None, max_body_bytes: int = 1 <
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
         try:
-            job = parse_request(await request.body())  # Guard has read it, within the size and time limits
+            # Guard has read it, within the size and time limits; checking its schemas costs up to a few
+            # hundred ms for the largest allowed, so not on the event loop
+            job = await asyncio.to_thread(parse_request, await request.body())
         except BadRequest as exc:
             return bad("-", exc.problems)
         model = job.model
@@ -368,6 +419,9 @@ def create_app(pool: Pool, api_key: str | None = None, max_body_bytes: int = 1 <
             return bad(model, [f"max_tokens: must be at most {limit}{why}"])
         if job.tools and m.tool_call_format == "none":
             return bad(model, [f"tools: pool {m.name} was built with `tools: false`; it answers without tools"])
+        too_long = await pool.context_problem(model, job)
+        if too_long is not None:
+            return bad(model, [too_long])
         if job.stream:
             live = model != m.name and not (job.tools and job.tool_choice != "none") and job.schema is None
             return StreamingResponse(relayed(model, job) if live else streamed(model, job),

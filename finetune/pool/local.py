@@ -1,6 +1,9 @@
 """llama.cpp servers for a pool's local GGUF members (and a local generative judge): started with
-the commands ``pool render --backend llamacpp`` writes, on free ports, started again when one
-dies, and stopped together.
+the commands ``pool render --backend llamacpp`` writes (through :mod:`finetune.pool.member`, which
+reads request text as text), on free ports, started again when one dies or is still busy with work
+the gateway gave up on, and stopped together. They die with the gateway: each is started with
+``PR_SET_PDEATHSIG`` (SIGKILL), so a ``kill -9`` or an OOM kill of ``pool serve`` takes them too
+instead of leaving gigabytes and ports behind.
 
 They are the gateway's private back ends, so nothing reaches them around it: each listens on
 127.0.0.1 only and requires a key made for this run (``secrets.token_urlsafe``), which the gateway
@@ -19,8 +22,10 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -32,12 +37,27 @@ import httpx
 from finetune import FinetuneError
 from finetune.pool.backends import Paths, plan_llamacpp
 from finetune.pool.manifest import Endpoint, Manifest
+from finetune.pool.member import PlainText
 
 START_TIMEOUT_S = 180
 # What a server needs from the gateway's environment: the executable search path, locale, temp and
 # home folders, and which accelerator and threads to use. Everything else (keys, tokens) stays out.
 PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES",
               "HIP_VISIBLE_DEVICES", "OMP_NUM_THREADS")
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with(parent: int):
+    """A child's pre-exec step: the kernel sends it SIGKILL when the thread that started it exits
+    (every spawn happens on the gateway's event-loop thread, which lives as long as the gateway);
+    if the gateway died before this ran, exit at once."""
+    def prepare():
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:
+            os._exit(1)
+    return prepare
 
 
 def free_port() -> int:
@@ -57,6 +77,7 @@ class PromptCounter:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         self.llm = llama_cpp.Llama(str(gguf), vocab_only=True, verbose=False)
+        self.plain = PlainText(self.llm._model)
         text = self.llm._model.token_get_text
         eos, bos = self.llm.token_eos(), self.llm.token_bos()
         template = self.llm.metadata.get("tokenizer.chat_template")
@@ -66,8 +87,11 @@ class PromptCounter:
     def __call__(self, body: dict) -> int | None:
         if self.format is None:
             return None
-        out = self.format(messages=body["messages"], tools=body.get("tools"), tool_choice=body.get("tool_choice"))
-        return len(self.llm.tokenize(out.prompt.encode("utf-8"), add_bos=not out.added_special, special=True))
+        spans: list[str] = []
+        out = self.format(messages=self.plain.mark(body["messages"], spans), tools=self.plain.mark(body.get("tools"), spans),
+                          tool_choice=body.get("tool_choice"))
+        return len(self.plain.tokenize(lambda text, bos, special: self.llm.tokenize(text, add_bos=bos, special=special),
+                                       out.prompt, spans, not out.added_special))
 
 
 class LocalServers:
@@ -84,11 +108,15 @@ class LocalServers:
         self.serving: dict[str, int] = {}  # member (or "judge") -> index of its server in procs
         self.key = secrets.token_urlsafe(32)  # every server's key for this run; only the gateway has it
         self.urls: set[str] = set()  # the servers' base URLs, which the key is sent to
+        self.contexts: dict[str, int] = {}  # member (or "judge") -> its server's context length (--n_ctx)
+        self.starting: set[int] = set()  # servers started again and not yet answering
+        self.generation: dict[str, int] = {}  # member (or "judge") -> times its server was started again
 
     def _spawn(self, argv: list[str]) -> subprocess.Popen:
         env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
         return subprocess.Popen(argv, cwd=self.here, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True, env={**env, "API_KEY": self.key})
+                                start_new_session=True, env={**env, "API_KEY": self.key},
+                                preexec_fn=_die_with(os.getpid()))
 
     def start(self) -> dict[str, Endpoint]:
         """Start one server per local member (and the judge), wait until each answers; returns
@@ -100,6 +128,7 @@ class LocalServers:
                 port = free_port()
                 argv = [sys.executable if a.startswith("$") else a for a in server.argv]
                 argv[argv.index("--port") + 1] = str(port)
+                argv[argv.index("llama_cpp.server")] = "finetune.pool.member"  # request text read as text
                 proc = self._spawn(argv)
                 self.procs.append(proc)
                 self.commands.append((server.name, argv))
@@ -109,6 +138,8 @@ class LocalServers:
                     endpoints[who] = Endpoint(url=f"http://127.0.0.1:{port}/v1", model=model)
                     self.counters[who] = counter
                     self.serving[who] = len(self.procs) - 1
+                    self.contexts[who] = int(argv[argv.index("--n_ctx") + 1])
+                    self.generation[who] = 0
                 deadline = time.time() + START_TIMEOUT_S
                 while True:
                     if proc.poll() is not None:
@@ -133,14 +164,60 @@ class LocalServers:
         """Start again, with the same command and port, every server whose process has exited; a
         server that keeps dying is retried after 2, 4, 8 ... 64 s. Returns the names started."""
         started, now = [], time.time()
-        for i, (name, argv) in enumerate(self.commands):
+        for i, (name, _) in enumerate(self.commands):
             if self.procs[i].poll() is None or now < self.next_try.get(name, 0.0):
                 continue
             self.restarts[name] = self.restarts.get(name, 0) + 1
             self.next_try[name] = now + 2.0 ** min(self.restarts[name], 6)
-            self.procs[i] = self._spawn(argv)
+            self._respawn(i)
             started.append(name)
         return started
+
+    def restart(self, who: str) -> None:
+        """Stop the server of ``who`` at once and start it again with the same command and port: it
+        is busy with work the gateway gave up on (llama-cpp-python stops a stream only when it next
+        sends a chunk, and sends none while its text is not yet valid UTF-8, or while it reads a
+        long prompt or compiles a grammar). Not counted in ``restarts``, which counts crashes."""
+        i = self.serving[who]
+        if self.procs[i].poll() is None:
+            os.killpg(self.procs[i].pid, signal.SIGKILL)
+            self.procs[i].wait()
+        self._respawn(i)
+
+    def _respawn(self, i: int) -> None:
+        self.procs[i] = self._spawn(self.commands[i][1])
+        self.starting.add(i)
+        for who, j in self.serving.items():
+            if j == i:
+                self.generation[who] += 1
+
+    async def ready(self, who: str, timeout: float) -> None:
+        """Wait (at most ``timeout``) until a server started again answers; at once for the others."""
+        i = self.serving[who]
+        deadline = time.monotonic() + timeout
+        while i in self.starting and time.monotonic() < deadline and self.procs[i].poll() is None:
+            if await self._answers(i, 1.0):
+                self.starting.discard(i)
+                return
+            await asyncio.sleep(0.1)
+
+    async def idle(self, who: str, within_s: float) -> bool:
+        """Whether the server of ``who`` is between generations: llama-cpp-python answers
+        ``/v1/models`` only then (it takes the model's lock)."""
+        return await self._answers(self.serving[who], within_s)
+
+    async def _answers(self, i: int, within_s: float) -> bool:
+        try:
+            async with httpx.AsyncClient() as client:
+                r = await client.get(f"http://127.0.0.1:{self._port(i)}/v1/models", timeout=within_s,
+                                     headers={"Authorization": f"Bearer {self.key}"})
+            return r.status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _port(self, i: int) -> int:
+        argv = self.commands[i][1]
+        return int(argv[argv.index("--port") + 1])
 
     async def state(self, who: str) -> str:
         """``up`` when the server's process runs and its port takes connections. Not its HTTP API:
@@ -149,10 +226,8 @@ class LocalServers:
         i = self.serving[who]
         if self.procs[i].poll() is not None:
             return f"down (exited {self.procs[i].returncode})"
-        argv = self.commands[i][1]
         try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", int(argv[argv.index("--port") + 1])),
-                                               2.0)
+            _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", self._port(i)), 2.0)
         except (OSError, TimeoutError) as exc:
             return f"down ({type(exc).__name__})"
         writer.close()

@@ -58,11 +58,17 @@ from finetune.contracts.judging import canonical_call, judge_prompt, parse_verdi
 from finetune.contracts.toolcalls import check_call
 from finetune.judge.execute import request_checks, run_checks
 from finetune.judge.sandbox import Limits, Sandbox
+from finetune.pool import schemas
 from finetune.pool.local import LocalServers
 from finetune.pool.manifest import Endpoint, Manifest, artifact_root, check_loaded, load_manifest
 from finetune.pool.request import Job
 
 log = logging.getLogger("finetune.pool.runtime")
+# After a call to a local llama.cpp server is given up, how long it has to notice (it does at its next
+# token: tens of ms) before it is taken to be working for nobody and is started again (~3 s for a
+# small GGUF; the probe saw servers go on for 7-10 minutes when nothing stopped them).
+STOP_GRACE_S = 2.0
+FORMAT_CHECK_S = 2.0  # the most one answer's response_format check may take (RE2 keeps it linear)
 
 
 class QuorumError(Exception):
@@ -160,16 +166,26 @@ def _answer_problem(content: str, calls: list[dict], job: Job) -> tuple[str, str
 
 
 def _format_problem(content: str, schema: dict) -> tuple[str, str] | None:
-    """An answer that must be JSON (``response_format``) and match the schema, checked with jsonschema."""
+    """An answer that must be JSON (``response_format``) and match the schema. Patterns are matched
+    by RE2 (linear time: a backtracking ``^(.*)*x$`` once froze the whole gateway for 21.9 s on 27
+    characters) and the whole check stops after ``FORMAT_CHECK_S``; the caller runs it off the
+    event loop."""
     import jsonschema
 
     try:
         value = json.loads(content)
-    except json.JSONDecodeError as exc:
-        return "invalid_format", f"response_format asks for JSON; the answer is not JSON ({exc.msg})"
+    except (json.JSONDecodeError, RecursionError) as exc:
+        return "invalid_format", f"response_format asks for JSON; the answer is not JSON ({getattr(exc, 'msg', exc)})"
     if not schema:
         return None if isinstance(value, dict) else ("invalid_format", "json_object asks for a JSON object")
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(value))
+    try:
+        with schemas.time_limit(FORMAT_CHECK_S):
+            error = jsonschema.exceptions.best_match(schemas.validator(schema).iter_errors(value))
+    except TimeoutError:
+        return "invalid_format", f"the answer could not be checked against the response_format schema within " \
+                                 f"{FORMAT_CHECK_S:g} s"
+    except RecursionError:  # a recursive schema ({"items": {"$ref": "#"}}) and a deeply nested answer
+        return "invalid_format", "the answer is nested too deeply to check against the response_format schema"
     if error is not None:
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path) or "the answer"
         return "invalid_format", f"does not match the response_format schema at {where.lstrip('.')}: {error.message}"
@@ -230,6 +246,8 @@ class Pool:
         self.ceilings: dict[str, int] = {}  # local member -> the most tokens it generates within the timeout
         self.supervisor: asyncio.Task | None = None  # restarts local servers that die
         self.box, self.no_box = None, None  # the sandbox for the request's checks, or why there is none
+        self.heard: dict[str, float] = {}  # local member (or "judge") -> when its server last sent a chunk
+        self.reapers: dict[str, asyncio.Task] = {}  # local server -> the check after a call was given up
 
     async def __aenter__(self):
         await self.start()
@@ -245,7 +263,9 @@ class Pool:
         local = [x for x in m.members if x.endpoint is None]
         if local or (m.judge.kind == "generative" and m.judge.endpoint is None):
             self.local = LocalServers(m, self.manifest_path)
-            started = await asyncio.to_thread(self.local.start)
+            # On this (the event loop's) thread, not a worker's: the servers' PR_SET_PDEATHSIG fires
+            # when the thread that started them exits, and this one lives as long as the gateway.
+            started = self.local.start()
             self.judge_endpoint = started.pop("judge", self.judge_endpoint)
             self.endpoints.update(started)
             for name in started:
@@ -275,6 +295,8 @@ class Pool:
                 log.warning("the llama.cpp server for %s had exited; started it again", name)
 
     async def close(self) -> None:
+        for task in list(self.reapers.values()):
+            task.cancel()
         if self.supervisor is not None:
             self.supervisor.cancel()
             self.supervisor = None
@@ -317,9 +339,10 @@ class Pool:
         r.raise_for_status()
         return r.json()
 
-    async def _deltas(self, ep: Endpoint, body: dict, timeout: float):
+    async def _deltas(self, ep: Endpoint, body: dict, timeout: float, who: str | None = None):
         """A server's streamed answer as it comes: each ``(delta, finish_reason)`` of its
-        chat.completion.chunk events, and ``(None, usage)`` for a chunk that carries usage."""
+        chat.completion.chunk events, and ``(None, usage)`` for a chunk that carries usage. ``who``
+        (a local server's member) notes when it last sent something (:meth:`_reap`)."""
         async with self.http(ep.url).stream("POST", f"{ep.url.rstrip('/')}/chat/completions",
                                             json={**body, "model": ep.model, "stream": True},
                                             headers=self._headers(ep), timeout=timeout) as r:
@@ -327,6 +350,8 @@ class Pool:
                 await r.aread()
                 r.raise_for_status()
             async for line in r.aiter_lines():
+                if who is not None:
+                    self.heard[who] = time.monotonic()
                 if not line.startswith("data: "):
                     continue
                 if line == "data: [DONE]":
@@ -338,7 +363,7 @@ class Pool:
                     yield choice.get("delta") or {}, choice.get("finish_reason")
 
     async def _chat_streamed(self, ep: Endpoint, body: dict, timeout: float, times: list | None = None,
-                             on_text=None) -> dict:
+                             on_text=None, who: str | None = None) -> dict:
         """A streamed answer returned as one chat.completion: a local llama.cpp server's (streamed
         so that giving up stops it: llama-cpp-python ends a streamed generation when its client goes
         away, but runs a plain request to the end), or a judge's whose text is wanted as it comes
@@ -346,7 +371,7 @@ class Pool:
         tokens are counted (one chunk per token), prompt tokens by the caller
         (:class:`finetune.pool.local.PromptCounter`)."""
         content, calls, finish, tokens = [], {}, "stop", 0
-        async for delta, finish_reason in self._deltas(ep, body, timeout):
+        async for delta, finish_reason in self._deltas(ep, body, timeout, who):
             if delta is None:
                 continue
             if delta.get("content"):
@@ -391,13 +416,81 @@ class Pool:
     async def _send(self, who: str, ep: Endpoint, body: dict, on_text=None) -> dict:
         """One chat call within the member timeout. A local server (member or judge) is streamed, so
         that giving up stops it, and asked for no more tokens than it writes within the timeout; so
-        is any server whose text is wanted as it comes (``on_text``); others get a plain request."""
+        is any server whose text is wanted as it comes (``on_text``); others get a plain request.
+        A local server started again while the call waited for it (:meth:`_reap`) is asked once
+        more, within the same timeout, unless some of its text was passed on already."""
         timeout = self.manifest.fusion.member_timeout_s
         if who not in self.ceilings and on_text is None:
             return await asyncio.wait_for(self._chat(ep, body, timeout), timeout)
-        if who in self.ceilings:
-            body["max_tokens"] = min(body["max_tokens"], self.ceilings[who])
-        return await asyncio.wait_for(self._chat_streamed(ep, body, timeout, on_text=on_text), timeout)
+        if who not in self.ceilings:
+            return await asyncio.wait_for(self._chat_streamed(ep, body, timeout, on_text=on_text), timeout)
+        body["max_tokens"] = min(body["max_tokens"], self.ceilings[who])
+        said: list[str] = []
+        heard = on_text if on_text is None else lambda piece: (said.append(piece), on_text(piece))
+        async with asyncio.timeout(timeout):
+            while True:
+                await self.local.ready(who, timeout)
+                generation = self.local.generation[who]
+                try:
+                    return await self._given_up_watch(who, self._chat_streamed(ep, body, timeout, on_text=heard,
+                                                                               who=who))
+                except httpx.TransportError:
+                    if said or self.local.generation[who] == generation:
+                        raise
+
+    async def _given_up_watch(self, who: str, work):
+        """Await a local server's ``work``; if it is given up (cancelled, timed out), check the
+        server afterwards."""
+        try:
+            return await work
+        except (asyncio.CancelledError, httpx.TimeoutException):
+            self._given_up(who)
+            raise
+
+    def _given_up(self, who: str) -> None:
+        """A call to a local server was given up: check the server in a moment (:meth:`_reap`)."""
+        if who not in self.reapers:
+            self.reapers[who] = asyncio.get_running_loop().create_task(self._reap(who))
+
+    async def _reap(self, who: str, grace_s: float = STOP_GRACE_S) -> None:
+        """After a call to a local server was given up: a streaming server notices the closed
+        connection at its next token, so after ``grace_s`` it should be free again. If it is still
+        busy and has sent nothing to anyone for ``grace_s`` (no live call is being answered), it is
+        working for nobody: it is stopped and started again, so the next request is served."""
+        try:
+            await asyncio.sleep(grace_s)
+            while not await self.local.idle(who, 1.0):
+                if time.monotonic() - self.heard.get(who, 0.0) > grace_s:
+                    log.warning("the llama.cpp server for %s was still busy %g s after its call was given up; "
+                                "started it again", who, grace_s)
+                    self.local.restart(who)
+                    return
+                await asyncio.sleep(0.5)
+        finally:
+            self.reapers.pop(who, None)
+
+    async def context_problem(self, model: str, job: Job) -> str | None:
+        """Why the request cannot fit, before any member is called: its prompt, counted with each
+        local member's own template and tokenizer, leaves no room to generate in that member's
+        context (llama.cpp would refuse it; endpoint members count for themselves). A pool is
+        refused when fewer than its quorum of candidates could take the prompt."""
+        if self.local is None:
+            return None
+        names = [model] if model != self.manifest.name else [x.name for x in self.manifest.members]
+        over = {}
+        for name in names:
+            if name in self.local.counters:
+                n = await asyncio.to_thread(self.local.counters[name], self._body(name, job))
+                if n is not None and n >= self.local.contexts[name]:
+                    over[name] = (n, self.local.contexts[name])
+        if not over:
+            return None
+        fit = sum(1 for c in self.candidates() if c.partition("#")[0] in names and c.partition("#")[0] not in over)
+        if model == self.manifest.name and fit >= self.manifest.fusion.quorum:
+            return None
+        return "messages: the prompt does not fit: " + "; ".join(
+            f"{name}: {n} prompt tokens, context {ctx}" for name, (n, ctx) in over.items()) + \
+            "; send a shorter conversation"
 
     def candidates(self) -> list[str]:
         """The answers each request asks for: every member, and ``NAME#k`` for each of the ``samples``
@@ -436,16 +529,23 @@ class Pool:
             body["max_tokens"] = min(body["max_tokens"], self.ceilings[member])
         else:
             body["stream_options"] = {"include_usage": True}
-        finish, usage, tokens = "stop", {}, 0
-        async with asyncio.timeout(self.manifest.fusion.member_timeout_s):
-            async for delta, extra in self._deltas(ep, body, self.manifest.fusion.member_timeout_s):
-                if delta is None:
-                    usage = extra
-                    continue
-                finish = "length" if extra == "length" else finish
-                if delta.get("content") or delta.get("tool_calls"):
-                    tokens += 1
-                    yield {k: v for k, v in delta.items() if k in ("content", "tool_calls")}, None
+        finish, usage, tokens, timeout = "stop", {}, 0, self.manifest.fusion.member_timeout_s
+        try:
+            async with asyncio.timeout(timeout):
+                if local:
+                    await self.local.ready(member, timeout)
+                async for delta, extra in self._deltas(ep, body, timeout, member if local else None):
+                    if delta is None:
+                        usage = extra
+                        continue
+                    finish = "length" if extra == "length" else finish
+                    if delta.get("content") or delta.get("tool_calls"):
+                        tokens += 1
+                        yield {k: v for k, v in delta.items() if k in ("content", "tool_calls")}, None
+        except (GeneratorExit, asyncio.CancelledError, TimeoutError, httpx.TimeoutException):
+            if local:  # the client left, or the member was too slow
+                self._given_up(member)
+            raise
         if local:
             usage = {"completion_tokens": tokens,
                      "prompt_tokens": await asyncio.to_thread(self.local.counters[member], body)}
@@ -466,7 +566,10 @@ class Pool:
             data = await self._send(member, self.endpoints[member], body)
             if streamed:
                 data["usage"]["prompt_tokens"] = await asyncio.to_thread(self.local.counters[member], body)
-            read_answer(answer, data, self.manifest.tool_call_format, job)
+            if job.schema is None:
+                read_answer(answer, data, self.manifest.tool_call_format, job)
+            else:  # a schema check is off the event loop, like any work whose cost the client chooses
+                await asyncio.to_thread(read_answer, answer, data, self.manifest.tool_call_format, job)
         except (TimeoutError, httpx.TimeoutException):
             answer.status, answer.error = "timeout", f"no answer within {timeout:g} s"
         except asyncio.CancelledError:

@@ -315,7 +315,8 @@ def test_key_limits_unknown_models_and_the_key_never_logged(stubs, tmp_path, cap
         r = _post(url, {"messages": ASK, "max_tokens": 100000}, headers=auth)
         assert r.status_code == 400 and "max_tokens" in r.json()["error"]["message"]
         assert _post(url, {"messages": "hi"}, headers=auth).status_code == 400
-        r = httpx.post(f"{url}/v1/chat/completions", content=b"{not json", headers=auth)
+        r = httpx.post(f"{url}/v1/chat/completions", content=b"{not json",
+                       headers={**auth, "Content-Type": "application/json"})
         assert r.status_code == 400
         r = _post(url, {"model": "http://169.254.169.254/latest", "messages": ASK}, headers=auth)
         assert r.status_code == 404 and "no model" in r.json()["error"]["message"]

@@ -57,12 +57,13 @@ def test_slow_heads_slow_bodies_and_idle_sockets_are_closed(stubs, tmp_path):
             pass
         assert time.perf_counter() - start + closed_after(slow, 8) < 5
         body = connect(url)  # a whole head, then 10 of the 100 body bytes it announced
-        body.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+        body.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 100\r\n\r\n0123456789")
         body.settimeout(8)
         assert body.recv(4096).startswith(b"HTTP/1.1 408")
         kept = connect(url)  # keep-alive: a second request is served, then the idle socket closes
         for _ in range(2):
-            kept.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
+            kept.sendall(b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             assert _response(kept).startswith(b"HTTP/1.1 200")
         assert closed_after(kept, 8) < 4
         assert _post(url, {"messages": ASK}).status_code == 200  # the gateway itself is fine
