@@ -1,6 +1,6 @@
 """finetune: agent traces and code in, a fine-tuned Llama-family model and fusion pool out."""
 
-__version__ = "0.12.0"
+__version__ = "0.13.0"
 
 
 class FinetuneError(Exception):
