@@ -272,6 +272,7 @@ class Pool:
                 self.ceilings[name] = await self._ceiling(self.endpoints[name], name)
             if "judge" in self.local.counters:
                 self.ceilings["judge"] = await self._ceiling(self.judge_endpoint, None)
+            self.local.measure()
             self.supervisor = asyncio.create_task(self._supervise())
         if m.fusion.execute_checks:
             try:
@@ -288,11 +289,18 @@ class Pool:
 
     async def _supervise(self, every_s: float = 1.0) -> None:
         """Start a local server again when its process dies (requests meanwhile fail over to the
-        other members, and health reports it down until it answers again)."""
+        other members, and health reports it down until it answers again), and when its memory has
+        grown past its limit and it is idle (a request sent meanwhile waits for it, :meth:`_send`)."""
         while True:
             await asyncio.sleep(every_s)
             for name in self.local.revive():
                 log.warning("the llama.cpp server for %s had exited; started it again", name)
+            for who in self.local.grown():
+                if await self.local.idle(who, 0.2):
+                    i = self.local.serving[who]
+                    log.warning("the llama.cpp server for %s holds %d MB, over its limit of %d MB; started it again",
+                                who, self.local.rss(i) >> 20, self.local.rss_limit[i] >> 20)
+                    self.local.restart(who)
 
     async def close(self) -> None:
         for task in list(self.reapers.values()):

@@ -129,6 +129,24 @@ def test_a_prompt_longer_than_the_context_is_400_before_any_member_is_called(ser
 
 
 @pytest.mark.slow
+def test_a_member_whose_memory_only_grows_is_started_again_when_idle(served):
+    """The probe saw members grow from 0.3 to 3 GB over ~300 requests and never give it back. A
+    member past its limit (here: set to one byte) is started again once idle, and serves again."""
+    url, pool = served
+    i, before = pool.local.serving["coder"], pool.local.generation["coder"]
+    limit, pool.local.rss_limit[i] = pool.local.rss_limit[i], 1
+    assert pool.local.rss_limit[pool.local.serving["coder-lora"]] >= 1 << 30  # 4x its size or +1 GiB
+    deadline = time.time() + 30
+    while pool.local.generation["coder"] == before and time.time() < deadline:
+        time.sleep(0.1)
+    pool.local.rss_limit[i] = limit
+    assert pool.local.generation["coder"] == before + 1 and pool.local.restarts == {}
+    r = httpx.post(f"{url}/v1/chat/completions", timeout=60, json={
+        "model": "tiny-pool", "max_tokens": 4, "messages": [{"role": "user", "content": "Say hi."}]})
+    assert r.status_code == 200 and [m["status"] for m in r.json()["fusion"]["members"]] == ["ok", "ok"], r.text
+
+
+@pytest.mark.slow
 def test_a_member_still_busy_after_the_give_up_is_started_again(served):
     """The probe's members generated for 7-10 minutes after the gateway gave up (llama-cpp-python
     notices a closed connection only when it sends a chunk). A stopped process is the same from
@@ -136,14 +154,14 @@ def test_a_member_still_busy_after_the_give_up_is_started_again(served):
     url, pool = served
     ask = {"model": "tiny-pool", "max_tokens": 4, "temperature": 0,
            "messages": [{"role": "user", "content": "Say hi."}]}
-    old = pool.local.procs[pool.local.serving["coder"]]
+    old, before = pool.local.procs[pool.local.serving["coder"]], pool.local.generation["coder"]
     os.kill(old.pid, signal.SIGSTOP)
     given_up = httpx.post(f"{url}/v1/chat/completions", json=ask, timeout=60)
     assert given_up.status_code == 503 and "coder: timeout" in given_up.text
     deadline = time.time() + 30
-    while pool.local.generation["coder"] == 0 and time.time() < deadline:
+    while pool.local.generation["coder"] == before and time.time() < deadline:
         time.sleep(0.2)
-    assert pool.local.generation["coder"] == 1 and old.poll() is not None
+    assert pool.local.generation["coder"] == before + 1 and old.poll() is not None
     r = httpx.post(f"{url}/v1/chat/completions", json=ask, timeout=60)
     assert r.status_code == 200, r.text
     assert [m["status"] for m in r.json()["fusion"]["members"]] == ["ok", "ok"]
