@@ -26,7 +26,8 @@ order:
   what ``finetune_pool_http_responses_total{route="/v1/chat/completions"}`` counted for it;
 * a regex freeze: a ``response_format`` json_schema string of 27 characters whose ``not.pattern``
   is ``^(.*)*x$`` (catastrophic backtracking), while a thread calls ``/healthz`` (the slowest call);
-* with --soak N, N more requests (half with a json_object ``response_format``, max_tokens 16);
+* with --soak N, N more requests (half with a json_object ``response_format``, max_tokens 16),
+  with --pid the members' RSS every 150;
 * requests that can never succeed, each with the members' CPU seconds it cost (with --pid): a
   tool without ``parameters`` (valid in OpenAI's API: it should succeed), a dangling ``$ref``,
   ``"required": 5``, ``"type": "strnig"`` (the tool named in ``tool_choice``, so members must call
@@ -416,11 +417,15 @@ def probe_freeze(url: str, headers: dict, pool: str) -> None:
           f"{len(health)} calls, slowest {max(health, default=0):.1f} s")
 
 
-def probe_soak(url: str, headers: dict, pool: str, n: int, limit_s: float) -> None:
+def probe_soak(url: str, headers: dict, pool: str, n: int, limit_s: float, pid: int | None = None) -> None:
+    """``n`` requests, half with a json_object ``response_format``; with ``pid``, the members' RSS
+    every 150 requests (memory that only grows shows here)."""
     statuses, start = Counter(), time.perf_counter()
     for i in range(n):
         if time.perf_counter() - start > limit_s:
             break
+        if pid and i and i % 150 == 0:
+            print(f"  after {i} requests: {_members_rss(pid)}")
         extra = {"response_format": {"type": "json_object"}} if i % 2 else {}
         statuses[post(url, ask(pool, f"Request {i}: write a function that returns {i} squared.", 16, **extra),
                       headers, timeout=120).status] += 1
@@ -685,7 +690,7 @@ def main() -> None:
         if "soak" in only and args.soak:
             if args.pid:
                 print(f"member RSS before the soak: {_members_rss(args.pid)}")
-            probe_soak(url, headers, pool, args.soak, args.soak_max_s)
+            probe_soak(url, headers, pool, args.soak, args.soak_max_s, args.pid)
         if "never" in only:
             probe_never(url, headers, pool, args.long_words, args.pid)
         if "give-up" in only:
