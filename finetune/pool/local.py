@@ -114,7 +114,7 @@ class LocalServers:
         self.urls: set[str] = set()  # the servers' base URLs, which the key is sent to
         self.contexts: dict[str, int] = {}  # member (or "judge") -> its server's context length (--n_ctx)
         self.starting: set[int] = set()  # servers started again and not yet answering
-        self.generation: dict[str, int] = {}  # member (or "judge") -> times its server was started again
+        self.generation: dict[str, int] = {}  # member (or "judge") -> times the gateway restarted its server
         self.rss_limit: dict[int, int] = {}  # server -> bytes past which it is started again when idle
 
     def _spawn(self, argv: list[str]) -> subprocess.Popen:
@@ -189,13 +189,13 @@ class LocalServers:
             os.killpg(self.procs[i].pid, signal.SIGKILL)
             self.procs[i].wait()
         self._respawn(i)
+        for other, j in self.serving.items():
+            if j == i:
+                self.generation[other] += 1
 
     def _respawn(self, i: int) -> None:
         self.procs[i] = self._spawn(self.commands[i][1])
         self.starting.add(i)
-        for who, j in self.serving.items():
-            if j == i:
-                self.generation[who] += 1
 
     async def ready(self, who: str, timeout: float) -> None:
         """Wait (at most ``timeout``) until a server started again answers; at once for the others."""

@@ -425,8 +425,10 @@ class Pool:
         """One chat call within the member timeout. A local server (member or judge) is streamed, so
         that giving up stops it, and asked for no more tokens than it writes within the timeout; so
         is any server whose text is wanted as it comes (``on_text``); others get a plain request.
-        A local server started again while the call waited for it (:meth:`_reap`) is asked once
-        more, within the same timeout, unless some of its text was passed on already."""
+        A call cut short because the gateway itself restarted the server (:meth:`_reap`, memory)
+        is asked once more, within the same timeout, unless some of its text was passed on already;
+        a server that crashed fails its calls (the supervisor starts it again), and calls sent
+        while it starts wait for it."""
         timeout = self.manifest.fusion.member_timeout_s
         if who not in self.ceilings and on_text is None:
             return await asyncio.wait_for(self._chat(ep, body, timeout), timeout)
