@@ -238,7 +238,8 @@ class LocalServers:
 
     def grown(self) -> list[str]:
         """One member (or "judge") of each server whose memory is past its limit."""
-        return [who for who, i in self.serving.items() if i in self.rss_limit and self.rss(i) > self.rss_limit[i]]
+        first = {i: who for who, i in reversed(self.serving.items())}
+        return [who for i, who in first.items() if i in self.rss_limit and self.rss(i) > self.rss_limit[i]]
 
     def _port(self, i: int) -> int:
         argv = self.commands[i][1]

@@ -210,6 +210,7 @@ class Job:
     schema: dict | None = None  # its JSON Schema ({} for json_object): every answer must match it
     stream: bool = False
     include_usage: bool = False
+    prompt_tokens: dict[str, int | None] = field(default_factory=dict)  # local member -> counted (runtime)
 
     @property
     def max_tokens(self) -> int | None:

@@ -490,7 +490,7 @@ class Pool:
         over = {}
         for name in names:
             if name in self.local.counters:
-                n = await asyncio.to_thread(self.local.counters[name], self._body(name, job))
+                n = await self._prompt_tokens(name, job, self._body(name, job))
                 if n is not None and n >= self.local.contexts[name]:
                     over[name] = (n, self.local.contexts[name])
         if not over:
@@ -501,6 +501,15 @@ class Pool:
         return "messages: the prompt does not fit: " + "; ".join(
             f"{name}: {n} prompt tokens, context {ctx}" for name, (n, ctx) in over.items()) + \
             "; send a shorter conversation"
+
+    async def _prompt_tokens(self, member: str, job: Job, body: dict, turns=None) -> int | None:
+        """A local member's prompt tokens for ``body``, counted once per request (the context check
+        and the usage both need them); debate ``turns`` are a conversation of their own."""
+        if turns is not None:
+            return await asyncio.to_thread(self.local.counters[member], body)
+        if member not in job.prompt_tokens:
+            job.prompt_tokens[member] = await asyncio.to_thread(self.local.counters[member], body)
+        return job.prompt_tokens[member]
 
     def candidates(self) -> list[str]:
         """The answers each request asks for: every member, and ``NAME#k`` for each of the ``samples``
@@ -558,7 +567,7 @@ class Pool:
             raise
         if local:
             usage = {"completion_tokens": tokens,
-                     "prompt_tokens": await asyncio.to_thread(self.local.counters[member], body)}
+                     "prompt_tokens": await self._prompt_tokens(member, job, body)}
         yield None, {"finish_reason": finish, "usage": usage}
 
     async def ask(self, candidate: str, job: Job, turns: tuple[list[dict], list[dict]] | None = None,
@@ -575,7 +584,7 @@ class Pool:
         try:
             data = await self._send(member, self.endpoints[member], body)
             if streamed:
-                data["usage"]["prompt_tokens"] = await asyncio.to_thread(self.local.counters[member], body)
+                data["usage"]["prompt_tokens"] = await self._prompt_tokens(member, job, body, turns)
             if job.schema is None:
                 read_answer(answer, data, self.manifest.tool_call_format, job)
             else:  # a schema check is off the event loop, like any work whose cost the client chooses
